@@ -1,0 +1,397 @@
+"""BPF hash maps: where their elements come from and where they go.
+
+Models: kernel/bpf/hashtab.c @ v6.18 (``htab_map_alloc``,
+``htab_map_update_elem``, ``htab_map_delete_elem``, ``alloc_htab_elem``,
+``free_htab_elem``, ``is_map_full``, ``htab_map_mem_usage``,
+``htab_map_free``), with element storage as a strategy:
+
+- ``MemAllocElems`` (``BPF_F_NO_PREALLOC``, 6.1+): elements from
+  ``bpf_mem_alloc`` (``htab->ma``; percpu values from ``htab->pcpu_ma``),
+  freed with ``bpf_mem_cache_free`` (reusable at once) or, as a proposal,
+  ``bpf_mem_cache_free_rcu``.
+- ``PreallocElems`` (default flags): ``max_entries + num_possible_cpus()``
+  elements in one ``bpf_map_area_alloc``, a ``pcpu_freelist`` and one spare
+  element per CPU (``extra_elems``) swapped in on update-replace.
+- ``KmallocRcuElems`` (``BPF_F_NO_PREALLOC`` before 6.1): one
+  ``bpf_map_kmalloc_node(GFP_NOWAIT)`` per element, ``call_rcu`` + kfree on
+  free.
+
+Element: ``struct htab_elem`` (48 B) + round_up(key, 8) + round_up(value, 8)
+(8 for the percpu pointer of percpu maps).  Update of an existing key always
+builds a new element and frees the old one after the bucket unlock.
+
+Deviations: buckets are not modelled one by one (a dict finds keys; the bucket
+array is charged exactly); hashing, LRU maps, special fields (timers, kptrs)
+and rqspinlock failures are not modelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..alloc import (V6_6, BpfMemAlloc, MemAllocProfile, bpf_mem_alloc_destroy, bpf_mem_alloc_init, bpf_mem_cache_alloc,
+                     bpf_mem_cache_free, bpf_mem_cache_free_rcu)
+from ..alloc.percpu_freelist import PcpuFreelist
+from ..mm import (GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, MemCgroup, MemObj, Mm, kmalloc_charge,
+                  pcpu_obj_full_size)
+from ..rcu import Rcu, call_rcu
+from ..sim import Cpu, Machine
+from .base import (BPF_EXIST, BPF_F_LOCK, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH,
+                   BPF_NOEXIST, E2BIG, EEXIST, EINVAL, ENOENT, ENOMEM, PAGE_SIZE, BpfError, MapAttr,
+                   bpf_map_area_alloc, bpf_map_area_free, round_up, roundup_pow_of_two)
+
+SIZEOF_HTAB_ELEM = 48
+SIZEOF_BPF_HTAB = 832
+SIZEOF_BUCKET = 16
+HASHTAB_MAP_LOCK_COUNT = 8
+LLIST_NODE_SZ = 8
+KMALLOC_MAX_SIZE = 1 << 22  # x86-64: 4 MiB (order-10 pages)
+PCPU_MIN_UNIT_SIZE = 32 << 10
+
+_NOWAIT_ACCOUNT = GFP_NOWAIT | __GFP_NOWARN | __GFP_ACCOUNT
+
+
+class ElemStore(Protocol):
+    """Where a hash map's elements come from and go back to."""
+
+    def alloc(self, htab: BpfHtab, cpu: Cpu, old: MemObj | None) -> MemObj | int: ...
+    def after_replace(self, htab: BpfHtab, cpu: Cpu, old: MemObj) -> None: ...
+    def free(self, htab: BpfHtab, cpu: Cpu, elem: MemObj) -> None: ...
+    def breakdown(self, htab: BpfHtab) -> dict[str, int]: ...
+    def destroy(self, htab: BpfHtab) -> None: ...
+
+
+def ma_object_bytes(ma: BpfMemAlloc, ncpus: int) -> tuple[int, int]:
+    """(payload, charge) of one object of fixed-size allocator ``ma``."""
+    c = ma.all_caches()[0]
+    if c.percpu_size:
+        return (c.percpu_size + c.unit_size * ncpus,
+                kmalloc_charge(c.percpu_size) + pcpu_obj_full_size(c.unit_size, ncpus))
+    return c.unit_size, kmalloc_charge(c.unit_size)
+
+
+def cache_breakdown(ma: BpfMemAlloc, live: int, ncpus: int, prefix: str = "") -> dict[str, int]:
+    """Payload bytes of ``live`` in-use objects and of each list of ``ma``
+    (free_llist per CPU), plus ``slab_rounding``: what slab and memcg add."""
+    payload, charge = ma_object_bytes(ma, ncpus)
+    out: dict[str, int] = {prefix + "live": live * payload}
+    names = ma.profile.list_names
+    nobj = live
+    for c in ma.all_caches():
+        for name, lst in c.lists().items():
+            key = f"{prefix}{name}/cpu{c.cpu.id}" if name == "free_llist" else prefix + names.get(name, name)
+            out[key] = out.get(key, 0) + len(lst) * payload
+            nobj += len(lst)
+    out[prefix + "slab_rounding"] = nobj * (charge - payload)
+    return out
+
+
+class MemAllocElems:
+    """``BPF_F_NO_PREALLOC`` on bpf_mem_alloc (6.1+)."""
+
+    def __init__(self, htab: BpfHtab, profile: MemAllocProfile, free_rcu: bool = False) -> None:
+        self.ma = BpfMemAlloc(htab.m, htab.mm, htab.rcu, profile)
+        self.pcpu_ma: BpfMemAlloc | None = None
+        self.free_rcu = free_rcu
+        if free_rcu and not profile.has_free_rcu:
+            raise ValueError(f"bpf_mem_cache_free_rcu needs profile v6.6 or later, not {profile.name}")
+        objcg = htab.memcg
+        bpf_mem_alloc_init(self.ma, htab.elem_size, False, objcg)
+        if htab.percpu:
+            self.pcpu_ma = BpfMemAlloc(htab.m, htab.mm, htab.rcu, type(profile)())
+            bpf_mem_alloc_init(self.pcpu_ma, round_up(htab.attr.value_size, 8), True, objcg)
+
+    def alloc(self, htab: BpfHtab, cpu: Cpu, old: MemObj | None) -> MemObj | int:
+        if old is None and htab.count >= htab.attr.max_entries:   # is_map_full()
+            return -E2BIG
+        htab.count += 1                                            # inc_elem_count()
+        l_new = bpf_mem_cache_alloc(self.ma, cpu)
+        if l_new is None:
+            htab.count -= 1
+            return -ENOMEM
+        if self.pcpu_ma is not None:
+            pptr = bpf_mem_cache_alloc(self.pcpu_ma, cpu)
+            if pptr is None:
+                bpf_mem_cache_free(self.ma, cpu, l_new)
+                htab.count -= 1
+                return -ENOMEM
+            l_new.payload = pptr  # l->ptr_to_pptr
+        return l_new
+
+    def after_replace(self, htab: BpfHtab, cpu: Cpu, old: MemObj) -> None:
+        self.free(htab, cpu, old)
+
+    def free(self, htab: BpfHtab, cpu: Cpu, elem: MemObj) -> None:
+        """``free_htab_elem()`` -> ``htab_elem_free()``."""
+        htab.count -= 1
+        free = bpf_mem_cache_free_rcu if self.free_rcu else bpf_mem_cache_free
+        if self.pcpu_ma is not None:
+            pptr, elem.payload = elem.payload, None
+            free(self.pcpu_ma, cpu, pptr)
+        free(self.ma, cpu, elem)
+
+    def breakdown(self, htab: BpfHtab) -> dict[str, int]:
+        ncpus = htab.m.num_possible_cpus()
+        out = cache_breakdown(self.ma, self.ma.outstanding, ncpus)
+        if self.pcpu_ma is not None:
+            out.update(cache_breakdown(self.pcpu_ma, self.pcpu_ma.outstanding, ncpus, "pcpu_ma:"))
+        return out
+
+    def destroy(self, htab: BpfHtab) -> None:
+        if self.pcpu_ma is not None:
+            bpf_mem_alloc_destroy(self.pcpu_ma)
+        bpf_mem_alloc_destroy(self.ma)
+
+
+class PreallocElems:
+    """Preallocated elements on a pcpu_freelist with per-CPU ``extra_elems``."""
+
+    def __init__(self, htab: BpfHtab) -> None:
+        ncpus = htab.m.num_possible_cpus()
+        self.has_extra = not htab.percpu
+        self.num_entries = htab.attr.max_entries + (ncpus if self.has_extra else 0)
+        self.area = bpf_map_area_alloc(htab.mm, htab.elem_size * self.num_entries, htab.memcg)
+        if self.area is None:
+            raise BpfError(ENOMEM, "prealloc_init: bpf_map_area_alloc")
+        self.elems = [MemObj(-(i + 1), htab.elem_size, htab.elem_size, 0, None, "prealloc")
+                      for i in range(self.num_entries)]
+        self.freelist: PcpuFreelist[MemObj] = PcpuFreelist(ncpus)
+        self.freelist.populate(self.elems)
+        self.extra_elems: list[MemObj | None] = [None] * ncpus
+        if self.has_extra:                      # alloc_extra_elems()
+            for cpu in range(ncpus):
+                self.extra_elems[cpu] = self.freelist.pop(cpu)
+
+    def alloc(self, htab: BpfHtab, cpu: Cpu, old: MemObj | None) -> MemObj | int:
+        if old is not None and self.has_extra:
+            l_new = self.extra_elems[cpu.id]
+            self.extra_elems[cpu.id] = old
+            assert l_new is not None
+            return l_new
+        node = self.freelist.pop(cpu.id)
+        if node is None:
+            return -E2BIG
+        htab.count += 1
+        return node
+
+    def after_replace(self, htab: BpfHtab, cpu: Cpu, old: MemObj) -> None:
+        if not self.has_extra:              # percpu prealloc maps update in place in the kernel
+            self.free(htab, cpu, old)
+
+    def free(self, htab: BpfHtab, cpu: Cpu, elem: MemObj) -> None:
+        htab.count -= 1
+        self.freelist.push(cpu.id, elem)
+
+    def breakdown(self, htab: BpfHtab) -> dict[str, int]:
+        es = htab.elem_size
+        assert self.area is not None
+        n_extra = sum(1 for e in self.extra_elems if e is not None)
+        return {
+            "live": htab.count * es,
+            "pcpu_freelist": len(self.freelist) * es,
+            "extra_elems": n_extra * es,
+            "area_rounding": self.area.charge - es * self.num_entries,
+        }
+
+    def destroy(self, htab: BpfHtab) -> None:
+        bpf_map_area_free(htab.mm, self.area)
+        self.area = None
+
+
+class KmallocRcuElems:
+    """Before 6.1: ``bpf_map_kmalloc_node(GFP_NOWAIT)`` per element, ``call_rcu`` + kfree."""
+
+    def __init__(self, htab: BpfHtab) -> None:
+        self.pending = 0
+
+    def alloc(self, htab: BpfHtab, cpu: Cpu, old: MemObj | None) -> MemObj | int:
+        if old is None and htab.count >= htab.attr.max_entries:
+            return -E2BIG
+        htab.count += 1
+        l_new = htab.mm.slab.kmalloc_node(htab.elem_size, _NOWAIT_ACCOUNT, htab.memcg)
+        if l_new is None:
+            htab.count -= 1
+            return -ENOMEM
+        return l_new
+
+    def after_replace(self, htab: BpfHtab, cpu: Cpu, old: MemObj) -> None:
+        self.free(htab, cpu, old)
+
+    def free(self, htab: BpfHtab, cpu: Cpu, elem: MemObj) -> None:
+        """``free_htab_elem()`` (5.x): ``call_rcu(&l->rcu, htab_elem_free_rcu)``."""
+        htab.count -= 1
+        self.pending += 1
+        call_rcu(htab.rcu, self._htab_elem_free_rcu, htab, elem)
+
+    def _htab_elem_free_rcu(self, htab: BpfHtab, elem: MemObj) -> None:
+        self.pending -= 1
+        htab.mm.slab.kfree(elem)
+
+    def breakdown(self, htab: BpfHtab) -> dict[str, int]:
+        es = htab.elem_size
+        return {"live": htab.count * es, "call_rcu": self.pending * es,
+                "slab_rounding": (htab.count + self.pending) * (kmalloc_charge(es) - es)}
+
+    def destroy(self, htab: BpfHtab) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class HtabStatistics:
+    count: int
+    max_entries: int
+    elem_size: int
+    n_buckets: int
+    mem_usage: int
+    charged: int
+
+
+class BpfHtab:
+    """``struct bpf_htab``: a hash map of one of the three element stores."""
+
+    def __init__(self, machine: Machine, mm: Mm, rcu: Rcu, attr: MapAttr, memcg: MemCgroup | None, *,
+                 profile: MemAllocProfile | None = None, elems: str = "ma", free_rcu: bool = False) -> None:
+        htab_map_alloc_check(attr)
+        self.m, self.mm, self.rcu, self.attr, self.memcg = machine, mm, rcu, attr, memcg
+        self.percpu = attr.map_type == BPF_MAP_TYPE_PERCPU_HASH
+        self.prealloc = not attr.map_flags & BPF_F_NO_PREALLOC
+        self.elem_size = SIZEOF_HTAB_ELEM + round_up(attr.key_size, 8) + \
+            (8 if self.percpu else round_up(attr.value_size, 8))
+        self.n_buckets = roundup_pow_of_two(attr.max_entries)
+        if self.n_buckets > (1 << 31) or self.n_buckets == 0:
+            raise BpfError(E2BIG, "htab_map_alloc: n_buckets")
+        self.count = 0
+        self.table: dict[int, MemObj] = {}
+        self._htab_obj = bpf_map_area_alloc(mm, SIZEOF_BPF_HTAB, memcg)
+        self._buckets = bpf_map_area_alloc(mm, SIZEOF_BUCKET * self.n_buckets, memcg)
+        if self._htab_obj is None or self._buckets is None:
+            self._free_area()
+            raise BpfError(ENOMEM, "htab_map_alloc")
+        self.elems_kind = "prealloc" if self.prealloc else elems
+        try:
+            self.elems: ElemStore
+            if self.prealloc:
+                self.elems = PreallocElems(self)
+            elif elems == "ma":
+                self.elems = MemAllocElems(self, profile or V6_6(), free_rcu)
+            elif elems == "kmalloc_rcu":
+                self.elems = KmallocRcuElems(self)
+            else:
+                raise ValueError(f"element store must be 'ma' or 'kmalloc_rcu', got {elems!r}")
+        except BpfError:
+            self._free_area()
+            raise
+        self.closed = False
+
+    def _free_area(self) -> None:
+        bpf_map_area_free(self.mm, self._htab_obj)
+        bpf_map_area_free(self.mm, self._buckets)
+        self._htab_obj = self._buckets = None
+
+    # -- map ops --------------------------------------------------------------
+    def update(self, cpu: Cpu, key: int, flags: int = 0) -> int:
+        """``htab_map_update_elem()``: 0 or -errno."""
+        if flags & ~BPF_F_LOCK > BPF_EXIST:
+            return -EINVAL
+        cpu.irq_off += 1                                # htab_lock_bucket(): IRQs off
+        l_old = self.table.get(key)
+        if l_old is not None:
+            if flags & ~BPF_F_LOCK == BPF_NOEXIST:
+                self._unlock(cpu)
+                return -EEXIST
+        elif flags & ~BPF_F_LOCK == BPF_EXIST:
+            self._unlock(cpu)
+            return -ENOENT
+        l_new = self.elems.alloc(self, cpu, l_old)
+        if l_new.__class__ is int:
+            self._unlock(cpu)
+            return l_new  # type: ignore[return-value]
+        self.table[key] = l_new  # type: ignore[assignment]
+        self._unlock(cpu)
+        if l_old is not None:
+            self.elems.after_replace(self, cpu, l_old)
+        return 0
+
+    def delete(self, cpu: Cpu, key: int) -> int:
+        """``htab_map_delete_elem()``: 0 or -ENOENT."""
+        cpu.irq_off += 1
+        elem = self.table.pop(key, None)
+        self._unlock(cpu)
+        if elem is None:
+            return -ENOENT
+        self.elems.free(self, cpu, elem)
+        return 0
+
+    def lookup(self, cpu: Cpu, key: int) -> MemObj | None:
+        """``htab_map_lookup_elem()``: the element (the program's pointer), or None."""
+        return self.table.get(key)
+
+    @staticmethod
+    def _unlock(cpu: Cpu) -> None:
+        cpu.irq_off -= 1
+        if not cpu.irq_off and cpu.irq_work_list and cpu.self_ipi:
+            cpu.deliver_irq_work()
+
+    # -- accounting -----------------------------------------------------------
+    def mem_usage(self) -> int:
+        """``htab_map_mem_usage()`` (6.18): what fdinfo shows as ``memlock``."""
+        np_ = self.m.num_possible_cpus()
+        v = round_up(self.attr.value_size, 8)
+        usage = SIZEOF_BPF_HTAB + SIZEOF_BUCKET * self.n_buckets + 4 * np_ * HASHTAB_MAP_LOCK_COUNT
+        if self.prealloc:
+            assert isinstance(self.elems, PreallocElems)
+            n = self.elems.num_entries
+            usage += self.elem_size * n
+            if self.percpu:
+                usage += v * np_ * n
+            else:
+                usage += 8 * np_
+        elif self.elems_kind == "kmalloc_rcu":
+            # before 6.4: round_up(max_entries * round_up(key + value, 8), PAGE_SIZE)
+            return round_up(self.attr.max_entries * round_up(self.attr.key_size + self.attr.value_size, 8),
+                            PAGE_SIZE)
+        else:
+            n = self.count
+            usage += (self.elem_size + LLIST_NODE_SZ) * n
+            if self.percpu:
+                usage += 16 * n + v * np_ * n
+        return usage
+
+    def breakdown(self) -> dict[str, int]:
+        """Charged bytes by where they sit; sums to the map's memcg charge."""
+        out = {"htab": self._htab_obj.charge if self._htab_obj else 0,
+               "buckets": self._buckets.charge if self._buckets else 0}
+        out.update(self.elems.breakdown(self))
+        return out
+
+    def close(self) -> None:
+        """``htab_map_free()``: free every element, destroy the allocators, free the area."""
+        if self.closed:
+            return
+        self.closed = True
+        cpu = self.m.cpus[0]
+        for key in list(self.table):
+            self.elems.free(self, cpu, self.table.pop(key))
+        self.elems.destroy(self)
+        self._free_area()
+
+    def statistics(self) -> HtabStatistics:
+        return HtabStatistics(self.count, self.attr.max_entries, self.elem_size, self.n_buckets, self.mem_usage(),
+                              sum(self.breakdown().values()))
+
+
+def htab_map_alloc_check(attr: MapAttr) -> None:
+    """``htab_map_alloc_check()``: attribute validation (raises ``BpfError``)."""
+    if attr.map_type not in (BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH):
+        raise BpfError(EINVAL, f"htab: map_type {attr.map_type} is not a hash map")
+    if attr.max_entries == 0 or attr.key_size == 0 or attr.value_size == 0:
+        raise BpfError(EINVAL, "htab: max_entries, key_size and value_size must be > 0")
+    if attr.max_entries > (1 << 31):
+        raise BpfError(E2BIG, "htab: max_entries > 2^31")
+    if attr.key_size > 512:  # MAX_BPF_STACK
+        raise BpfError(E2BIG, "htab: key_size > 512")
+    if attr.value_size >= KMALLOC_MAX_SIZE - SIZEOF_HTAB_ELEM - round_up(attr.key_size, 8):
+        raise BpfError(E2BIG, "htab: value_size too large")
+    if attr.map_type == BPF_MAP_TYPE_PERCPU_HASH and round_up(attr.value_size, 8) > PCPU_MIN_UNIT_SIZE:
+        raise BpfError(E2BIG, "htab: percpu value_size > PCPU_MIN_UNIT_SIZE")

@@ -1,0 +1,184 @@
+"""The grace-period state machine shared by every RCU flavour.
+
+Models: kernel/rcu/tasks.h (``call_rcu_tasks_generic``,
+``call_rcu_tasks_generic_timer``, ``rcu_tasks_need_gpcb``,
+``rcu_tasks_one_gp``) v6.18 for RCU Tasks Trace, and kernel/rcu/tree.c
+``call_rcu``/``rcu_barrier`` for normal RCU, at the level that decides memory:
+when callbacks run.
+
+Lazy flavour (``model.lazy_delay_ns > 0``)::
+
+    enqueue, no timer pending      -> arm lazy timer (now + lazy_delay)
+    enqueue seeing n_cbs == lim,   -> urgent_gp = 3, wake the GP kthread
+      or a hurry/barrier callback
+    lazy timer, callbacks remain   -> urgent_gp = max(urgent_gp, 1), re-arm, wake
+    kthread: pending and urgent>0  -> urgent_gp -= 1, one GP for what is pending,
+                                      run those callbacks, sleep gp_sleep, retry
+
+Callbacks queued during a grace period wait for the next one.  A non-lazy
+flavour (tree RCU) starts a grace period whenever callbacks are pending and
+none is running.  A grace period started at ``t`` cannot end while a reader
+that entered before ``t`` is still inside its read-side section.  ``gp_seq``
+counts completed grace periods.
+
+Deviations: one callback list per flavour (the kernel's default enqueue mode
+also uses the CPU-0 queue for tasks-trace); expedited GPs and
+``rcu_request_urgent_qs_task`` are not modelled; timer jiffies are not
+quantised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..sim import Machine, Timer, uniform_ns
+from .models import GpModel
+
+URGENT_GP_ON_WAKE = 3
+
+
+@dataclass(frozen=True)
+class RcuStatistics:
+    name: str
+    gp_seq: int
+    in_gp: bool
+    queued: int
+    in_flight: int
+    readers: int
+    callbacks_invoked: int
+    urgent_gp: int
+
+
+class RcuFlavour:
+    """One RCU flavour (``rcu`` or ``rcu_tasks_trace``) with its GP model."""
+
+    def __init__(self, machine: Machine, name: str, model: GpModel) -> None:
+        self.m = machine
+        self.name = name
+        self.model = model
+        self.lazy = model.lazy_delay_ns > 0
+        self.gp_seq = 0
+        self.urgent_gp = 0
+        self._queue: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._batch: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._in_gp = False
+        self._sleeping = False
+        self._lazy_timer: Timer | None = None
+        self._gp_start = 0
+        self._readers: dict[int, int] = {}
+        self._next_reader = 0
+        self._waiting_for_readers = False
+        self.callbacks_invoked = 0
+        self.gps = 0
+
+    # -- updaters ------------------------------------------------------------
+    def n_cbs(self) -> int:
+        return len(self._queue) + len(self._batch)
+
+    def call(self, fn: Callable[..., Any], *args: Any, hurry: bool = False) -> None:
+        """Queue ``fn(*args)`` to run after a full grace period from now."""
+        if self.lazy:
+            needwake = hurry or self.n_cbs() == self.model.lazy_lim
+            if not needwake and self._lazy_timer is None:
+                self._lazy_timer = self.m.engine.after(self.model.lazy_delay_ns, self._lazy_timeout)
+            if needwake:
+                self.urgent_gp = URGENT_GP_ON_WAKE
+            self._queue.append((fn, args))
+            if needwake:
+                self._wake()
+        else:
+            self._queue.append((fn, args))
+            self._wake()
+
+    def barrier(self, fn: Callable[..., Any], *args: Any) -> None:
+        """``rcu_barrier``: run ``fn`` after every callback queued so far ran."""
+        self.call(fn, *args, hurry=True)
+
+    def get_state(self) -> int:
+        """Cookie for ``poll_state``: the GP number that must complete."""
+        return self.gp_seq + (2 if self._in_gp else 1)
+
+    def poll_state(self, cookie: int) -> bool:
+        return self.gp_seq >= cookie
+
+    # -- readers -------------------------------------------------------------
+    def read_lock(self) -> int:
+        """Enter a read-side critical section; returns a token for unlock."""
+        self._next_reader += 1
+        self._readers[self._next_reader] = self.m.engine.now
+        return self._next_reader
+
+    def read_unlock(self, token: int) -> None:
+        del self._readers[token]
+        if self._waiting_for_readers and not self._blocking_readers():
+            self._waiting_for_readers = False
+            self._end_gp()
+
+    def _blocking_readers(self) -> bool:
+        start = self._gp_start
+        return any(t <= start for t in self._readers.values())
+
+    # -- the state machine ---------------------------------------------------
+    def _lazy_timeout(self) -> None:
+        self._lazy_timer = None
+        if self.n_cbs():
+            self.urgent_gp = max(self.urgent_gp, 1)
+            self._lazy_timer = self.m.engine.after(self.model.lazy_delay_ns, self._lazy_timeout)
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._in_gp or self._sleeping:
+            return
+        if not self._queue:
+            self.urgent_gp = 0
+            return
+        if self.lazy:
+            if self.urgent_gp <= 0:
+                return
+            self.urgent_gp -= 1
+        self._start_gp()
+
+    def _start_gp(self) -> None:
+        self._in_gp = True
+        self._batch, self._queue = self._queue, []
+        now = self.m.engine.now
+        self._gp_start = now
+        self.gps += 1
+        ins = self.m.instruments
+        if ins.active:
+            ins.emit("gp_start", self.name, self.gp_seq + 1)
+        md = self.model
+        dur = uniform_ns(self.m.sched, f"{self.name}:gp_len", md.gp_min_ns, md.gp_max_ns, md.quantum_ns) \
+            if md.gp_max_ns > md.gp_min_ns else md.gp_min_ns
+        self.m.engine.at(now + dur, self._gp_timer)
+
+    def _gp_timer(self) -> None:
+        if self._blocking_readers():
+            self._waiting_for_readers = True
+            return
+        self._end_gp()
+
+    def _end_gp(self) -> None:
+        self.gp_seq += 1
+        ins = self.m.instruments
+        if ins.active:
+            ins.emit("gp_end", self.name, self.gp_seq)
+        batch, self._batch = self._batch, []
+        self._in_gp = False
+        for fn, args in batch:
+            self.callbacks_invoked += 1
+            fn(*args)
+        if self.model.gp_sleep_ns:
+            self._sleeping = True
+            self.m.engine.after(self.model.gp_sleep_ns, self._after_sleep)
+        else:
+            self._wake()
+
+    def _after_sleep(self) -> None:
+        self._sleeping = False
+        self._wake()
+
+    def statistics(self) -> RcuStatistics:
+        return RcuStatistics(self.name, self.gp_seq, self._in_gp, len(self._queue), len(self._batch),
+                             len(self._readers), self.callbacks_invoked, self.urgent_gp)

@@ -1,0 +1,50 @@
+"""Grace-period models: how long an RCU flavour takes, as profile data.
+
+Problem: the memory a deferred-free allocator holds is free rate times grace-
+period latency, so the latency must be data that can be measured and fitted,
+not a constant buried in code.
+
+``GpModel`` describes one flavour:
+
+- ``gp_min_ns``/``gp_max_ns``: a grace period lasts a duration chosen by the
+  scheduler, uniform in that range;
+- ``lazy_delay_ns``/``lazy_lim``/``gp_sleep_ns``: RCU Tasks laziness
+  (kernel/rcu/tasks.h, ``rcu_tasks_trace_lazy_ms``, ``rcu_task_lazy_lim``,
+  ``gp_sleep``); the state machine is in ``gp.py``.  ``lazy_delay_ns == 0``
+  means a grace period starts as soon as a callback is queued on an idle
+  flavour (tree RCU).
+
+Defaults are the ones measured on the 6.18 reference machine (HZ=250): lazy
+tasks-trace delay HZ/4 = 250 ms, tasks-trace GP 20-35 ms, lazy limit 32.  The
+normal RCU grace period was not measured directly; 4-20 ms is an assumption
+consistent with the 45-82 ms local-storage frees (a tasks-trace GP + RCU GP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MS = 1_000_000
+
+
+@dataclass(frozen=True)
+class GpModel:
+    gp_min_ns: int
+    gp_max_ns: int
+    lazy_delay_ns: int = 0
+    lazy_lim: int = 32
+    gp_sleep_ns: int = 0
+    quantum_ns: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.gp_min_ns <= self.gp_max_ns:
+            raise ValueError(f"GpModel: need 0 <= gp_min_ns <= gp_max_ns, got {self.gp_min_ns}, {self.gp_max_ns}")
+        if self.lazy_delay_ns < 0 or self.lazy_lim < 0 or self.gp_sleep_ns < 0:
+            raise ValueError("GpModel: lazy_delay_ns, lazy_lim and gp_sleep_ns must be >= 0")
+        if self.quantum_ns <= 0:
+            raise ValueError("GpModel: quantum_ns must be > 0")
+
+
+RCU_DEFAULT = GpModel(gp_min_ns=4 * MS, gp_max_ns=20 * MS)
+TASKS_TRACE_DEFAULT = GpModel(gp_min_ns=20 * MS, gp_max_ns=35 * MS, lazy_delay_ns=250 * MS, lazy_lim=32,
+                              gp_sleep_ns=4 * MS)

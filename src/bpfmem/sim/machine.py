@@ -1,0 +1,46 @@
+"""A machine: the engine, its CPUs, the scheduler, instruments and workqueues.
+
+Everything below ``backend`` receives one ``Machine`` and takes time, CPUs and
+choices from it; nothing reads a global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cpu import Cpu
+from .engine import Engine
+from .instruments import Instruments
+from .sched import RandomScheduler, Scheduler
+from .workqueue import Workqueue
+
+
+@dataclass(frozen=True)
+class MachineStatistics:
+    now_ns: int
+    cpus: int
+    online_cpus: int
+
+
+class Machine:
+    """``ncpus`` possible (and online) CPUs sharing one engine and scheduler."""
+
+    def __init__(self, ncpus: int, sched: Scheduler | None = None, *, self_ipi: bool = True,
+                 tick_ns: int = 4_000_000, wq_delay_ns: int = 50_000) -> None:
+        if ncpus < 1:
+            raise ValueError(f"ncpus must be >= 1, got {ncpus}")
+        self.engine = Engine()
+        self.sched: Scheduler = sched if sched is not None else RandomScheduler(0)
+        self.instruments = Instruments()
+        self.cpus = [Cpu(i, self.engine, self_ipi=self_ipi, tick_ns=tick_ns) for i in range(ncpus)]
+        self.system_dfl_wq = Workqueue(self.engine, "system_dfl_wq", wq_delay_ns)
+
+    @property
+    def now(self) -> int:
+        return self.engine.now
+
+    def num_possible_cpus(self) -> int:
+        return len(self.cpus)
+
+    def statistics(self) -> MachineStatistics:
+        return MachineStatistics(self.engine.now, len(self.cpus), sum(c.online for c in self.cpus))
