@@ -28,10 +28,10 @@ and rqspinlock failures are not modelled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from ..alloc import (V6_6, BpfMemAlloc, MemAllocProfile, bpf_mem_alloc_destroy, bpf_mem_alloc_init, bpf_mem_cache_alloc,
-                     bpf_mem_cache_free, bpf_mem_cache_free_rcu)
+                     bpf_mem_cache_free, bpf_mem_cache_free_rcu, unit_alloc, unit_free)
 from ..alloc.percpu_freelist import PcpuFreelist
 from ..mm import (GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, MemCgroup, MemObj, Mm, kmalloc_charge,
                   pcpu_obj_full_size)
@@ -60,6 +60,7 @@ class ElemStore(Protocol):
     def free(self, htab: BpfHtab, cpu: Cpu, elem: MemObj) -> None: ...
     def breakdown(self, htab: BpfHtab) -> dict[str, int]: ...
     def destroy(self, htab: BpfHtab) -> None: ...
+    def signature(self, cpus: Sequence[int]) -> tuple[object, ...] | None: ...
 
 
 def ma_object_bytes(ma: BpfMemAlloc, ncpus: int) -> tuple[int, int]:
@@ -101,6 +102,7 @@ class MemAllocElems:
         if htab.percpu:
             self.pcpu_ma = BpfMemAlloc(htab.m, htab.mm, htab.rcu, type(profile)())
             bpf_mem_alloc_init(self.pcpu_ma, round_up(htab.attr.value_size, 8), True, objcg)
+        self.has_fast_path = self.pcpu_ma is None and not free_rcu
 
     def alloc(self, htab: BpfHtab, cpu: Cpu, old: MemObj | None) -> MemObj | int:
         if old is None and htab.count >= htab.attr.max_entries:   # is_map_full()
@@ -118,6 +120,72 @@ class MemAllocElems:
                 return -ENOMEM
             l_new.payload = pptr  # l->ptr_to_pptr
         return l_new
+
+    def fast_update(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int], flags: int, errors: dict[int, int]) -> int:
+        """``htab_map_update_elem`` over ``keys`` with this store's calls inlined.
+
+        The same steps as ``BpfHtab.update`` + ``alloc`` + ``after_replace``
+        (a test checks they agree); used only with no instrument and no
+        interruption hook installed.
+        """
+        c = self.ma.cache[cpu.id]  # type: ignore[index]
+        ma = self.ma
+        table = htab.table
+        max_entries = htab.attr.max_entries
+        f = flags & ~BPF_F_LOCK
+        ok = 0
+        for key in keys:
+            cpu.irq_off += 1                                   # htab_lock_bucket()
+            l_old = table.get(key)
+            if l_old is not None:
+                if f == BPF_NOEXIST:
+                    err = EEXIST
+                else:
+                    err = 0
+            elif f == BPF_EXIST:
+                err = ENOENT
+            elif htab.count >= max_entries:                    # is_map_full()
+                err = E2BIG
+            else:
+                err = 0
+            if not err:
+                htab.count += 1
+                l_new = unit_alloc(c)
+                if l_new is None:
+                    htab.count -= 1
+                    err = ENOMEM
+                else:
+                    ma.outstanding += 1
+                    table[key] = l_new
+            cpu.irq_off -= 1                                   # htab_unlock_bucket()
+            if not cpu.irq_off and cpu.irq_work_list and cpu.self_ipi:
+                cpu.deliver_irq_work()
+            if err:
+                errors[err] = errors.get(err, 0) + 1
+                continue
+            if l_old is not None:                              # free_htab_elem(old)
+                htab.count -= 1
+                ma.outstanding -= 1
+                unit_free(c, l_old)
+            ok += 1
+        return ok
+
+    def fast_delete(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int], errors: dict[int, int]) -> int:
+        """``htab_map_delete_elem`` over ``keys``, inlined like ``fast_update``."""
+        c = self.ma.cache[cpu.id]  # type: ignore[index]
+        ma = self.ma
+        pop = htab.table.pop
+        ok = 0
+        for key in keys:
+            elem = pop(key, None)
+            if elem is None:
+                errors[ENOENT] = errors.get(ENOENT, 0) + 1
+                continue
+            htab.count -= 1
+            ma.outstanding -= 1
+            unit_free(c, elem)
+            ok += 1
+        return ok
 
     def after_replace(self, htab: BpfHtab, cpu: Cpu, old: MemObj) -> None:
         self.free(htab, cpu, old)
@@ -137,6 +205,19 @@ class MemAllocElems:
         if self.pcpu_ma is not None:
             out.update(cache_breakdown(self.pcpu_ma, self.pcpu_ma.outstanding, ncpus, "pcpu_ma:"))
         return out
+
+    def signature(self, cpus: Sequence[int]) -> tuple[object, ...] | None:
+        """Counts that decide what these CPUs' caches do next (None: not covered)."""
+        if not self.has_fast_path:
+            return None
+        out = []
+        for cpu in cpus:
+            c = self.ma.cache[cpu]  # type: ignore[index]
+            out.append((c.free_cnt, c.active, c.refill_work.pending, c.tgt.cpu.id, c.call_rcu_in_progress,
+                        c.call_rcu_ttrace_in_progress, len(c.free_llist_extra), len(c.free_by_rcu),
+                        len(c.waiting_for_gp), len(c.free_llist_extra_rcu), len(c.free_by_rcu_ttrace),
+                        len(c.waiting_for_gp_ttrace)))
+        return tuple(out)
 
     def destroy(self, htab: BpfHtab) -> None:
         if self.pcpu_ma is not None:
@@ -194,6 +275,9 @@ class PreallocElems:
             "area_rounding": self.area.charge - es * self.num_entries,
         }
 
+    def signature(self, cpus: Sequence[int]) -> tuple[object, ...] | None:
+        return tuple((len(self.freelist.freelist[c]), self.extra_elems[c] is not None) for c in cpus)
+
     def destroy(self, htab: BpfHtab) -> None:
         bpf_map_area_free(htab.mm, self.area)
         self.area = None
@@ -232,6 +316,9 @@ class KmallocRcuElems:
         es = htab.elem_size
         return {"live": htab.count * es, "call_rcu": self.pending * es,
                 "slab_rounding": (htab.count + self.pending) * (kmalloc_charge(es) - es)}
+
+    def signature(self, cpus: Sequence[int]) -> tuple[object, ...] | None:
+        return None  # every operation allocates or frees: never periodic
 
     def destroy(self, htab: BpfHtab) -> None:
         return None
@@ -322,6 +409,38 @@ class BpfHtab:
             return -ENOENT
         self.elems.free(self, cpu, elem)
         return 0
+
+    def update_batch(self, cpu: Cpu, keys: Sequence[int], flags: int, errors: dict[int, int]) -> int:
+        """``htab_map_update_elem`` for each key in turn (``BPF_MAP_UPDATE_BATCH``,
+        a ``bpf_loop`` in a program); failures counted in ``errors`` by errno.
+        Returns the number of successful updates."""
+        if flags & ~BPF_F_LOCK > BPF_EXIST:
+            errors[EINVAL] = errors.get(EINVAL, 0) + len(keys)
+            return 0
+        store = self.elems
+        if getattr(store, "has_fast_path", False) and not self.m.instruments.active and cpu.point_hook is None:
+            return store.fast_update(self, cpu, keys, flags, errors)  # type: ignore[attr-defined]
+        ok = 0
+        for key in keys:
+            r = self.update(cpu, key, flags)
+            if r:
+                errors[-r] = errors.get(-r, 0) + 1
+            else:
+                ok += 1
+        return ok
+
+    def delete_batch(self, cpu: Cpu, keys: Sequence[int], errors: dict[int, int]) -> int:
+        """``htab_map_delete_elem`` for each key in turn; returns the number deleted."""
+        store = self.elems
+        if getattr(store, "has_fast_path", False) and not self.m.instruments.active and cpu.point_hook is None:
+            return store.fast_delete(self, cpu, keys, errors)  # type: ignore[attr-defined]
+        ok = 0
+        for key in keys:
+            if self.delete(cpu, key):
+                errors[ENOENT] = errors.get(ENOENT, 0) + 1
+            else:
+                ok += 1
+        return ok
 
     def lookup(self, cpu: Cpu, key: int) -> MemObj | None:
         """``htab_map_lookup_elem()``: the element (the program's pointer), or None."""

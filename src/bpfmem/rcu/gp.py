@@ -70,6 +70,7 @@ class RcuFlavour:
         self._next_reader = 0
         self._waiting_for_readers = False
         self.callbacks_invoked = 0
+        self.calls = 0
         self.gps = 0
 
     # -- updaters ------------------------------------------------------------
@@ -78,6 +79,7 @@ class RcuFlavour:
 
     def call(self, fn: Callable[..., Any], *args: Any, hurry: bool = False) -> None:
         """Queue ``fn(*args)`` to run after a full grace period from now."""
+        self.calls += 1
         if self.lazy:
             needwake = hurry or self.n_cbs() == self.model.lazy_lim
             if not needwake and self._lazy_timer is None:

@@ -81,6 +81,14 @@ class Engine:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
+    def next_time(self, exclude: Callable[[Timer], bool]) -> int | None:
+        """Earliest live entry for which ``exclude(timer)`` is false (a scan)."""
+        best = None
+        for time, _prio, _seq, t in self._heap:
+            if not t.cancelled and (best is None or time < best) and not exclude(t):
+                best = time
+        return best
+
     def step(self) -> bool:
         """Run the next entry; False when the heap is empty."""
         heap = self._heap

@@ -1,0 +1,317 @@
+"""The model backend: runs workloads on the executable model of the kernel.
+
+Wires ``sim`` + ``rcu`` + ``mm`` + ``alloc`` + ``maps`` into a ``Backend``.
+The map is created by a task in its own memory cgroup (``bpfmem``), so that
+cgroup's usage is exactly the map's memcg charge, and its peak is what
+``memory.peak`` would show.
+
+Time: each producer is a chain of engine events; an invocation runs at once
+at its start time and its CPU is busy for the modelled cost (``costs.py``).
+A sampler event records memory every ``sample_interval_ns``.
+
+Determinism: everything random goes through the machine's seeded scheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..maps import BPF_F_NO_PREALLOC, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, ERRNO_NAMES, BpfHtab, MapAttr
+from ..maps.policies import HtabPolicy, get_policy
+from ..mm import MemCgroup, Mm
+from ..rcu import RCU_DEFAULT, TASKS_TRACE_DEFAULT, GpModel, Rcu
+from ..sim import NSEC_PER_MSEC, Machine, RandomScheduler
+from .costs import DEFAULT_COSTS, CostModel
+from .protocol import Invocation, MapSpec, MemorySample, Producer, RunCounts
+
+
+@dataclass
+class _ProducerState:
+    steps: tuple[Invocation, ...]
+    cpus: tuple[int, ...]
+    keys: tuple[int, ...]
+    ff: bool
+    counts: RunCounts = field(default_factory=RunCounts)
+    skipped: RunCounts = field(default_factory=RunCounts)
+    history: dict[tuple[Any, ...], tuple[int, int, int, int]] = field(default_factory=dict)
+    epoch: int = -1
+    clean: bool = True
+    done: bool = False
+    finish_at: int = 0
+
+
+@dataclass
+class ModelMap:
+    spec: MapSpec
+    htab: BpfHtab
+    memcg: MemCgroup
+    samples: list[MemorySample] = field(default_factory=list)
+    sampling: bool = True
+
+
+class ModelBackend:
+    """A ``Backend`` on the model: ``ncpus`` possible CPUs, one policy, one seed."""
+
+    name = "model"
+    modelled = True
+
+    def __init__(self, ncpus: int, policy: str | HtabPolicy = "v6.6", *, seed: int = 0,
+                 costs: CostModel = DEFAULT_COSTS, rcu_model: GpModel = RCU_DEFAULT,
+                 tasks_trace_model: GpModel = TASKS_TRACE_DEFAULT, trace_implies_rcu_gp: bool = True,
+                 sample_interval_ns: int = 10 * NSEC_PER_MSEC, breakdown: bool = True,
+                 fast_forward: bool = True) -> None:
+        if sample_interval_ns <= 0:
+            raise ValueError(f"sample_interval_ns must be > 0, got {sample_interval_ns}")
+        self.policy = get_policy(policy) if isinstance(policy, str) else policy
+        self.seed = seed
+        self.machine = Machine(ncpus, RandomScheduler(seed))
+        self.ncpus = ncpus
+        self.mm = Mm(self.machine)
+        self.rcu = Rcu(self.machine, rcu_model, tasks_trace_model, trace_implies_rcu_gp=trace_implies_rcu_gp)
+        self.memcg = self.mm.root_memcg.child("bpfmem")
+        self.costs = costs
+        self.sample_interval_ns = sample_interval_ns
+        self.want_breakdown = breakdown
+        self.fast_forward = fast_forward
+        self._passive: set[Any] = set()
+        self._keys_total = 0
+        self.phase = ""
+
+    # -- maps -------------------------------------------------------------------
+    def map_create(self, spec: MapSpec) -> ModelMap:
+        map_type = BPF_MAP_TYPE_PERCPU_HASH if spec.map_type == "percpu_hash" else BPF_MAP_TYPE_HASH
+        prealloc = self.policy.elems == "prealloc" or not spec.no_prealloc
+        attr = MapAttr(map_type, spec.key_size, spec.value_size, spec.max_entries,
+                       0 if prealloc else BPF_F_NO_PREALLOC)
+        htab = BpfHtab(self.machine, self.mm, self.rcu, attr, self.memcg, profile=self.policy.make_profile(),
+                       elems="ma" if prealloc else self.policy.elems, free_rcu=self.policy.free_rcu)
+        m = ModelMap(spec, htab, self.memcg)
+        self.phase = "create"
+        self._sample_tick(m)
+        return m
+
+    def _sample_tick(self, m: ModelMap) -> None:
+        if not m.sampling:
+            return
+        m.samples.append(self.sample(m, self.phase))
+        self.machine.engine.after(self.sample_interval_ns, self._sample_tick, m)
+
+    def sample(self, m: ModelMap, phase: str = "") -> MemorySample:
+        h = m.htab
+        bd = h.breakdown() if (self.want_breakdown and not h.closed) else None
+        return MemorySample(self.machine.engine.now, m.memcg.usage, 0 if h.closed else h.mem_usage(), bd,
+                            phase or self.phase)
+
+    def samples(self, m: ModelMap) -> list[MemorySample]:
+        return m.samples
+
+    def peak(self, m: ModelMap) -> int:
+        return m.memcg.peak
+
+    # -- running ------------------------------------------------------------------
+    def _invoke(self, m: ModelMap, inv: Invocation, counts: RunCounts) -> int:
+        """Run one program invocation now; returns its modelled cost in ns."""
+        h = m.htab
+        cpu = self.machine.cpus[inv.cpu]
+        slab = self.mm.slab
+        k0 = slab.kmalloc_calls
+        c = self.costs
+        cost = c.invocation_ns
+        nops = 0
+        errors: dict[int, int] = {}
+        for op in inv.ops:
+            keys = op.keys
+            nops += len(keys)
+            if op.kind == "update":
+                before = h.count
+                ok = h.update_batch(cpu, keys, op.flags, errors)
+                new = h.count - before
+                cost += new * c.update_new_ns + (ok - new) * c.update_replace_ns + (len(keys) - ok) * c.error_ns
+            elif op.kind == "delete":
+                ok = h.delete_batch(cpu, keys, errors)
+                cost += ok * c.delete_ns + (len(keys) - ok) * c.error_ns
+            else:
+                look = h.lookup
+                for key in keys:
+                    look(cpu, key)
+                cost += len(keys) * c.lookup_ns
+        for errno, n in errors.items():
+            counts.add_error(ERRNO_NAMES.get(errno, str(errno)), n)
+        if h.prealloc:
+            cost = int(cost * c.prealloc_factor)
+        cost += (slab.kmalloc_calls - k0) * c.kmalloc_ns
+        counts.ops += nops
+        counts.hits += inv.hits
+        counts.invocations += 1
+        return cost
+
+    def _epoch(self) -> int:
+        """Changes whenever memory is allocated or freed or RCU is called or calls back."""
+        slab, r, t = self.mm.slab, self.rcu.rcu, self.rcu.tasks_trace
+        return (slab.kmalloc_calls + slab.kfree_calls + r.calls + t.calls + r.callbacks_invoked
+                + t.callbacks_invoked + r.gps + t.gps)
+
+    def _signature(self, m: ModelMap, ps: _ProducerState) -> tuple[Any, ...] | None:
+        """Everything that decides what the producer's next cycle does, except object identities."""
+        sig = m.htab.elems.signature(ps.cpus)
+        if sig is None:
+            return None
+        table = m.htab.table
+        return sig, tuple(k in table for k in ps.keys)
+
+    def _chain(self, m: ModelMap, ps: _ProducerState, i: int, end: int | None, counts: RunCounts) -> None:
+        eng = self.machine.engine
+        now = eng.now
+        if end is not None and now >= end:
+            return
+        steps = ps.steps
+        if i == 0 and ps.ff:
+            now = self._fast_forward(m, ps, end)
+            if now != eng.now:
+                eng.at(now, self._chain, m, ps, 0, end, counts, prio=1)
+                return
+        inv = steps[i]
+        nerr = counts.errors_total()
+        cost = self._invoke(m, inv, counts)
+        if counts.errors_total() != nerr:
+            ps.history.clear()
+            ps.clean = False
+        nxt = i + 1
+        if nxt == len(steps):
+            if end is None:
+                ps.done = True
+                ps.finish_at = now + cost
+                return
+            nxt = 0
+        if steps[nxt].cpu != inv.cpu:
+            cost += self.costs.handoff_ns
+        eng.at(now + cost, self._chain, m, ps, nxt, end, counts)
+
+    def _fast_forward(self, m: ModelMap, ps: _ProducerState, end: int | None) -> int:
+        """Skip whole cycles of a producer whose state repeats with nothing else happening.
+
+        At the start of each cycle the producer's signature is recorded.  If it
+        matches one recorded earlier, and since then no memory was allocated or
+        freed, no RCU call or callback happened and no operation failed, the
+        cycles in between form a period: running them again changes no count,
+        only which object holds which key.  They are skipped up to the next
+        event that is not a producer or the sampler.  Counters advance as if
+        they had run; the producer's lists stay at the phase where the period
+        was found (samples taken meanwhile show that phase).
+        """
+        eng = self.machine.engine
+        now = eng.now
+        epoch = self._epoch()
+        if epoch != ps.epoch or not ps.clean:
+            ps.history.clear()
+            ps.epoch = epoch
+            ps.clean = True
+        sig = self._signature(m, ps)
+        if sig is None:
+            ps.ff = False
+            return now
+        seen = ps.history.get(sig)
+        mine = (ps.counts.ops, ps.counts.hits, ps.counts.invocations)
+        if seen is None:
+            ps.history[sig] = (now, *mine)
+            return now
+        t0, ops0, hits0, inv0 = seen
+        period = now - t0
+        horizon = eng.next_time(lambda t: t.fn in self._passive)
+        limit = end if horizon is None else min(horizon, end if end is not None else horizon)
+        if period <= 0 or limit is None:
+            return now
+        if m.htab.attr.max_entries - m.htab.count < self._keys_total:
+            return now
+        k = (limit - now) // period
+        if k < 1:
+            return now
+        d = ps.skipped
+        d.ops += k * (mine[0] - ops0)
+        d.hits += k * (mine[1] - hits0)
+        d.invocations += k * (mine[2] - inv0)
+        ps.history.clear()
+        return now + k * period
+
+    def run(self, m: ModelMap, producers: tuple[Producer, ...], duration_ns: int, phase: str = "run") -> RunCounts:
+        """Run every producer cyclically for ``duration_ns`` of simulated time."""
+        self._check_cpus(producers)
+        self.phase = phase
+        counts = RunCounts()
+        eng = self.machine.engine
+        start = eng.now
+        end = start + duration_ns
+        states = self._producer_states(m, producers)
+        for ps in states:
+            eng.at(start, self._chain, m, ps, 0, end, ps.counts)
+        eng.run(until=end)
+        for ps in states:
+            counts.merge(ps.counts)
+            counts.merge(ps.skipped)
+        counts.skipped_invocations = sum(ps.skipped.invocations for ps in states)
+        counts.elapsed_ns = duration_ns
+        return counts
+
+    def _producer_states(self, m: ModelMap, producers: tuple[Producer, ...]) -> list[_ProducerState]:
+        cpus_of = [sorted({inv.cpu for inv in p.steps}) for p in producers]
+        shared = {cpu for i, a in enumerate(cpus_of) for j, b in enumerate(cpus_of) if i != j for cpu in a if cpu in b}
+        self._keys_total = sum(len(op.keys) for p in producers for inv in p.steps for op in inv.ops)
+        eligible = self.fast_forward
+        self._passive = {self._chain, self._sample_tick}
+        out = []
+        for p, cpus in zip(producers, cpus_of):
+            keys = tuple(sorted({k for inv in p.steps for op in inv.ops for k in op.keys}))
+            ff = eligible and not (set(cpus) & shared)
+            out.append(_ProducerState(p.steps, tuple(cpus), keys, ff))
+        return out
+
+    def execute(self, m: ModelMap, invocations: tuple[Invocation, ...], phase: str = "") -> RunCounts:
+        """Run ``invocations`` once, in order, back to back."""
+        if phase:
+            self.phase = phase
+        if not invocations:
+            return RunCounts()
+        eng = self.machine.engine
+        start = eng.now
+        ps = _ProducerState(invocations, (), (), False)
+        eng.at(start, self._chain, m, ps, 0, None, ps.counts)
+        while not ps.done:
+            if not eng.step():
+                break
+        eng.run(until=ps.finish_at)
+        ps.counts.elapsed_ns = eng.now - start
+        return ps.counts
+
+    def idle(self, m: ModelMap, duration_ns: int, phase: str = "idle") -> None:
+        self.phase = phase
+        self.machine.engine.run(until=self.machine.engine.now + duration_ns)
+
+    def map_close(self, m: ModelMap) -> MemorySample:
+        """Last reference dropped: ``htab_map_free`` runs from a workqueue."""
+        self.phase = "close"
+        self.machine.system_dfl_wq.queue_work(m.htab.close)
+        self.machine.engine.run(until=self.machine.engine.now + 10 * NSEC_PER_MSEC)
+        s = self.sample(m, "close")
+        m.samples.append(s)
+        m.sampling = False
+        return s
+
+    def now_ns(self) -> int:
+        return self.machine.engine.now
+
+    def _check_cpus(self, producers: tuple[Producer, ...]) -> None:
+        for p in producers:
+            for inv in p.steps:
+                if not 0 <= inv.cpu < self.ncpus:
+                    raise ValueError(f"producer {p.name}: cpu {inv.cpu} outside 0..{self.ncpus - 1}")
+
+    def describe(self) -> dict[str, Any]:
+        tt = self.rcu.tasks_trace.model
+        return {
+            "backend": "model", "policy": self.policy.name, "kernel": self.policy.kernel, "seed": self.seed,
+            "cpus": self.ncpus, "costs": self.costs.source,
+            "tasks_trace": {"lazy_ms": tt.lazy_delay_ns / 1e6, "gp_ms": [tt.gp_min_ns / 1e6, tt.gp_max_ns / 1e6],
+                            "lazy_lim": tt.lazy_lim},
+            "rcu_gp_ms": [self.rcu.rcu.model.gp_min_ns / 1e6, self.rcu.rcu.model.gp_max_ns / 1e6],
+        }

@@ -1,0 +1,117 @@
+"""The htab-mem workloads of the kernel's selftests bench, backend-agnostic.
+
+Models: tools/testing/selftests/bpf/benchs/bench_htab_mem.c and
+progs/htab_mem_bench.c (merged as fd283ab196a8, 6.6 cycle).
+
+- map: ``BPF_MAP_TYPE_HASH``, key 4 B, ``BPF_F_NO_PREALLOC`` unless
+  preallocated, ``max_entries = max(8192, 64 * cpus)``.
+- each program run walks ``OP_BATCH`` = 64 keys ``from + i * step`` with
+  ``bpf_loop``; with ``-a`` producer *i* runs on CPU *i*.
+- ``overwrite``: every CPU updates its own 64 keys (``from = cpu``,
+  ``step = cpus``); +1 hit per run.
+- ``batch_add_batch_del``: the same 64 keys added, then deleted; +2 per run.
+- ``add_del_on_diff_cpu``: CPU pairs (2k adds, 2k+1 deletes) share keys
+  ``k + i * cpus/2``; the adder adds 64 (``BPF_NOEXIST``), then the deleter
+  deletes them (barrier between); +1 per run.
+
+Additions for memory studies (real-kernel.md §1): ``batch`` keys per run
+instead of 64, a final delete of every key (``drain``), and a ``poke``: each
+CPU adds and deletes ``poke`` fresh keys after an idle phase, which makes a
+free burst that releases parked objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..backend.protocol import BPF_ANY, BPF_NOEXIST, Invocation, MapSpec, Op, Producer
+
+USE_CASES: tuple[str, ...] = ("overwrite", "batch_add_batch_del", "add_del_on_diff_cpu")
+OP_BATCH = 64
+POKE_KEY_BASE = 1 << 30
+
+
+class WorkloadError(ValueError):
+    """A workload configuration that cannot run (names the parameter)."""
+
+
+@dataclass(frozen=True)
+class HtabMemConfig:
+    use_case: str
+    cpus: int
+    value_size: int = 8
+    max_entries: int | None = None
+    batch: int = OP_BATCH
+    preallocated: bool = False
+    poke: int = 200
+    key_size: int = 4
+
+    def entries(self) -> int:
+        return self.max_entries if self.max_entries is not None else max(8192, 64 * self.cpus)
+
+
+@dataclass(frozen=True)
+class HtabMemWorkload:
+    config: HtabMemConfig
+    map_spec: MapSpec
+    producers: tuple[Producer, ...]
+    drain: tuple[Invocation, ...]
+    poke: tuple[Invocation, ...]
+
+    @property
+    def producer_cnt(self) -> int:
+        """``env.producer_cnt``: one producer thread per CPU."""
+        return self.config.cpus
+
+
+def htab_mem(cfg: HtabMemConfig) -> HtabMemWorkload:
+    """Build the workload for ``cfg``; raises ``WorkloadError`` naming the bad parameter."""
+    if cfg.use_case not in USE_CASES:
+        raise WorkloadError(f"use_case must be one of {', '.join(USE_CASES)}, got {cfg.use_case!r}")
+    if cfg.cpus < 1:
+        raise WorkloadError(f"cpus must be >= 1, got {cfg.cpus}")
+    if not 1 <= cfg.value_size <= 4096:
+        raise WorkloadError(f"value_size must be 1..4096 (the bench's limit), got {cfg.value_size}")
+    if cfg.batch < 1:
+        raise WorkloadError(f"batch must be >= 1, got {cfg.batch}")
+    if cfg.poke < 0:
+        raise WorkloadError(f"poke must be >= 0, got {cfg.poke}")
+    entries = cfg.entries()
+    if entries < 1:
+        raise WorkloadError(f"max_entries must be >= 1, got {entries}")
+    n, b = cfg.cpus, cfg.batch
+    producers: list[Producer] = []
+    drain: list[Invocation] = []
+    if cfg.use_case == "add_del_on_diff_cpu":
+        if n % 2:
+            raise WorkloadError(f"add_del_on_diff_cpu needs an even number of cpus, got {n}")
+        half = n // 2
+        if b * half > entries:
+            raise WorkloadError(f"batch x cpus/2 = {b * half} keys exceed max_entries {entries}")
+        for k in range(half):
+            keys = tuple(k + i * half for i in range(b))
+            add = Invocation(2 * k, (Op("update", keys, BPF_NOEXIST),), hits=1)
+            dele = Invocation(2 * k + 1, (Op("delete", keys),), hits=1)
+            producers.append(Producer(f"pair{k}", (add, dele)))
+            drain.append(Invocation(2 * k + 1, (Op("delete", keys),)))
+    else:
+        if b * n > entries:
+            raise WorkloadError(f"batch x cpus = {b * n} keys exceed max_entries {entries}")
+        for cpu in range(n):
+            keys = tuple(cpu + i * n for i in range(b))
+            if cfg.use_case == "overwrite":
+                inv = Invocation(cpu, (Op("update", keys, BPF_ANY),), hits=1)
+            else:
+                inv = Invocation(cpu, (Op("update", keys, BPF_ANY), Op("delete", keys)), hits=2)
+            producers.append(Producer(f"cpu{cpu}", (inv,)))
+            drain.append(Invocation(cpu, (Op("delete", keys),)))
+    poke = []
+    if cfg.poke:
+        if cfg.poke > entries:
+            raise WorkloadError(f"poke {cfg.poke} exceeds max_entries {entries}")
+        cpus_used = sorted({inv.cpu for p in producers for inv in p.steps})
+        for cpu in cpus_used:
+            keys = tuple(POKE_KEY_BASE + cpu * cfg.poke + i for i in range(cfg.poke))
+            poke.append(Invocation(cpu, (Op("update", keys, BPF_NOEXIST), Op("delete", keys))))
+    spec = MapSpec("hash", cfg.key_size, cfg.value_size, entries, no_prealloc=not cfg.preallocated)
+    return HtabMemWorkload(cfg, spec, tuple(producers), tuple(drain), tuple(poke))
