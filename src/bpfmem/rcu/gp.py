@@ -66,6 +66,7 @@ class RcuFlavour:
         self._sleeping = False
         self._lazy_timer: Timer | None = None
         self._gp_start = 0
+        self._gp_first_reader = 0
         self._readers: dict[int, int] = {}
         self._next_reader = 0
         self._waiting_for_readers = False
@@ -118,8 +119,9 @@ class RcuFlavour:
             self._end_gp()
 
     def _blocking_readers(self) -> bool:
-        start = self._gp_start
-        return any(t <= start for t in self._readers.values())
+        """Readers that entered before the current GP started (by event order)."""
+        first_after = self._gp_first_reader
+        return any(tok < first_after for tok in self._readers)
 
     # -- the state machine ---------------------------------------------------
     def _lazy_timeout(self) -> None:
@@ -146,6 +148,7 @@ class RcuFlavour:
         self._batch, self._queue = self._queue, []
         now = self.m.engine.now
         self._gp_start = now
+        self._gp_first_reader = self._next_reader + 1
         self.gps += 1
         ins = self.m.instruments
         if ins.active:

@@ -1,0 +1,241 @@
+"""The ``bpfmem`` command line (click + rich).
+
+Every command prints human tables by default and one JSON document with
+``--json``; bad input exits 2 with one line naming the option and what is
+allowed; long runs show progress on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import __version__
+from ..backend.model import ModelBackend
+from ..bench import run_htab_mem
+from ..maps.policies import POLICIES
+from ..report.text import print_htab_mem
+from ..workloads import USE_CASES, HtabMemConfig, WorkloadError, htab_mem
+
+NSEC_PER_SEC = 1_000_000_000
+
+
+def fail(option: str, message: str) -> None:
+    raise click.BadParameter(message, param_hint=f"'{option}'")
+
+
+def progress_bar(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=Console(stderr=True), transient=True, disable=not enabled)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bpfmem")
+def cli() -> None:
+    """bpfmem: the kernel's BPF memory management, as a model you can run and check."""
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks in the style of the kernel's selftests bench."""
+
+
+def _choices_with_all(values: list[str] | tuple[str, ...]) -> click.Choice:
+    return click.Choice([*values, "all"])
+
+
+@bench.command("htab-mem")
+@click.option("--use-case", type=_choices_with_all(USE_CASES), default="all", show_default=True,
+              help="htab-mem use case, or all.")
+@click.option("--policy", type=_choices_with_all(list(POLICIES)), default="v6.6", show_default=True,
+              help="Element memory policy (kernel profile or proposal), or all.")
+@click.option("--backend", type=click.Choice(["model"]), default="model", show_default=True,
+              help="Where to run: the model.")
+@click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True, help="Producer CPUs (-p).")
+@click.option("--value-size", type=click.IntRange(1, 4096), default=8, show_default=True, help="Value size in bytes.")
+@click.option("--max-entries", type=click.IntRange(1, 1 << 31), default=None,
+              help="Map size [default: max(8192, 64 x cpus)].")
+@click.option("--batch", type=click.IntRange(1, 1 << 20), default=64, show_default=True,
+              help="Keys per program run (OP_BATCH).")
+@click.option("--duration", type=click.FloatRange(0, 3600, min_open=True), default=1.0, show_default=True,
+              help="Run phase, simulated seconds.")
+@click.option("--idle", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
+              help="Idle phases after the drain and after the poke, seconds.")
+@click.option("--poke", type=click.IntRange(0, 1 << 20), default=200, show_default=True,
+              help="Keys each CPU adds and deletes after the idle phase.")
+@click.option("--seed", type=click.IntRange(0, (1 << 63) - 1), default=0, show_default=True, help="Model seed.")
+@click.option("--sample-interval", type=click.FloatRange(0.01, 10000), default=10.0, show_default=True,
+              help="Memory sampling interval, ms.")
+@click.option("--fast-forward/--no-fast-forward", default=True, show_default=True,
+              help="Skip exactly repeating cycles (counts stay exact).")
+@click.option("--breakdown/--no-breakdown", default=None,
+              help="Print where the bytes sit [default: when at most 3 results].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write memory over time per list to this .png/.svg/.pdf.")
+def bench_htab_mem(use_case: str, policy: str, backend: str, cpus: int, value_size: int, max_entries: int | None,
+                   batch: int, duration: float, idle: float, poke: int, seed: int, sample_interval: float,
+                   fast_forward: bool, breakdown: bool | None, as_json: bool, plot: str | None) -> None:
+    """Run the htab-mem use cases and report memory like the kernel bench, plus where every byte sits."""
+    if plot is not None:
+        ext = os.path.splitext(plot)[1].lower()
+        if ext not in (".png", ".svg", ".pdf"):
+            fail("--plot", f"file must end in .png, .svg or .pdf, got {plot!r}")
+        d = os.path.dirname(os.path.abspath(plot))
+        if not os.path.isdir(d):
+            fail("--plot", f"directory {d} does not exist")
+    use_cases = list(USE_CASES) if use_case == "all" else [use_case]
+    policies = list(POLICIES) if policy == "all" else [policy]
+    workloads = {}
+    for uc in use_cases:
+        try:
+            workloads[uc] = htab_mem(HtabMemConfig(uc, cpus, value_size, max_entries, batch, poke=poke))
+        except WorkloadError as e:
+            if use_case == "all" and uc == "add_del_on_diff_cpu" and cpus % 2:
+                continue  # the kernel bench refuses an odd producer count for this use case only
+            fail(_option_of(str(e)), str(e))
+    if not workloads:
+        fail("--cpus", "no use case can run with these options")
+    results: list[dict[str, Any]] = []
+    backend_info: dict[str, Any] = {}
+    runs = [(uc, pol) for uc in workloads for pol in policies]
+    with progress_bar(sys.stderr.isatty()) as prog:
+        task = prog.add_task("htab-mem", total=len(runs))
+        for uc, pol in runs:
+            be = ModelBackend(cpus, pol, seed=seed, sample_interval_ns=int(sample_interval * 1e6),
+                              fast_forward=fast_forward)
+            backend_info = be.describe()
+
+            def say(phase: str, uc: str = uc, pol: str = pol) -> None:
+                prog.update(task, description=f"{uc} / {pol}: {phase}")
+            r = run_htab_mem(be, workloads[uc], pol, duration_ns=int(duration * NSEC_PER_SEC),
+                             idle_ns=int(idle * NSEC_PER_SEC), progress=say)
+            results.append(r.to_json())
+            prog.advance(task)
+    backend_info.pop("policy", None)
+    backend_info.pop("kernel", None)
+    doc = {
+        "tool": "bpfmem", "version": __version__, "command": "bench htab-mem",
+        "params": {"use_case": use_case, "policy": policy, "cpus": cpus, "value_size": value_size,
+                   "max_entries": max_entries, "batch": batch, "duration_s": duration, "idle_s": idle,
+                   "poke": poke, "seed": seed, "sample_interval_ms": sample_interval, "fast_forward": fast_forward},
+        "backend": backend_info,
+        "policies": {p: {"kernel": POLICIES[p].kernel, "description": POLICIES[p].description} for p in policies},
+        "results": results,
+    }
+    if plot is not None:
+        from ..report.plot import plot_htab_mem
+        plot_htab_mem(results, plot)
+    if as_json:
+        click.echo(json.dumps(doc, indent=1, sort_keys=False))
+        return
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    print_htab_mem(console, doc, breakdowns=breakdown if breakdown is not None else len(results) <= 3)
+    if plot is not None:
+        console.print(f"plot written to {plot}")
+
+
+def _option_of(message: str) -> str:
+    for name in ("max_entries", "batch", "cpus", "value_size", "poke"):
+        if message.startswith(name) or f" {name}" in message or f"{name} " in message:
+            return "--" + name.replace("_", "-")
+    return "--cpus"
+
+
+@bench.command("self")
+@click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--duration", type=click.FloatRange(0, 60, min_open=True), default=0.05, show_default=True,
+              help="Simulated seconds per measurement.")
+@click.option("--policy", type=click.Choice(list(POLICIES)), default="v6.6", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_self(cpus: int, duration: float, policy: str, as_json: bool) -> None:
+    """How fast the model runs: simulated map operations per wall second, one core."""
+    rows = []
+    for uc in USE_CASES:
+        if uc == "add_del_on_diff_cpu" and cpus % 2:
+            continue
+        wl = htab_mem(HtabMemConfig(uc, cpus))
+        row: dict[str, Any] = {"use_case": uc, "policy": policy, "cpus": cpus, "duration_s": duration}
+        for ff in (False, True):
+            be = ModelBackend(cpus, policy, fast_forward=ff, breakdown=False)
+            m = be.map_create(wl.map_spec)
+            t0 = time.perf_counter()
+            counts = be.run(m, wl.producers, int(duration * NSEC_PER_SEC))
+            wall = time.perf_counter() - t0
+            key = "fast_forward" if ff else "raw"
+            row[key] = {"ops": counts.ops, "wall_s": round(wall, 4), "ops_per_wall_s": counts.ops / wall,
+                        "skipped_invocations": counts.skipped_invocations}
+        rows.append(row)
+    import platform
+    doc = {"tool": "bpfmem", "version": __version__, "command": "bench self",
+           "machine": {"python": platform.python_version(), "implementation": platform.python_implementation(),
+                       "cpu": platform.processor() or platform.machine(), "cores_used": 1},
+           "results": rows}
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
+        return
+    from rich.table import Table
+    t = Table(title=f"model speed: {cpus} simulated CPUs, {duration} simulated s, policy {policy} (one core)")
+    for c in ("use case", "map ops", "raw ops/wall s", "with fast-forward ops/wall s", "skipped invocations"):
+        t.add_column(c, justify="right" if c != "use case" else "left")
+    for r in rows:
+        t.add_row(r["use_case"], f"{r['raw']['ops']:,}", f"{r['raw']['ops_per_wall_s'] / 1e6:.2f} M",
+                  f"{r['fast_forward']['ops_per_wall_s'] / 1e6:.2f} M", f"{r['fast_forward']['skipped_invocations']:,}")
+    Console().print(t)
+
+
+@cli.command("policies")
+@click.option("--json", "as_json", is_flag=True)
+def policies_cmd(as_json: bool) -> None:
+    """List the element memory policies the model knows."""
+    rows = [{"name": p.name, "kernel": p.kernel, "description": p.description} for p in POLICIES.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    from rich.table import Table
+    t = Table(title="policies")
+    for c in ("name", "kernel", "description"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["name"], r["kernel"], r["description"])
+    Console().print(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: usage errors become one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="bpfmem", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:  # pragma: no cover - click >= 8.2
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        return 0
+    except click.UsageError as e:
+        click.echo(f"bpfmem: {_one_line(e.format_message())}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("bpfmem: aborted", err=True)
+        return 130
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.ClickException as e:
+        click.echo(f"bpfmem: {_one_line(e.format_message())}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("bpfmem: interrupted", err=True)
+        return 130
+    return 0
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(msg.split())
+
+
+def entry() -> None:
+    sys.exit(main())
+

@@ -1,0 +1,1 @@
+"""Rendering results: terminal tables, JSON documents, plots."""

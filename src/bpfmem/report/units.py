@@ -1,0 +1,26 @@
+"""Byte and rate formatting shared by every report."""
+
+from __future__ import annotations
+
+MIB = 1 << 20
+KIB = 1 << 10
+
+
+def fmt_bytes(n: float | int | None) -> str:
+    """Human bytes: B below 1 KiB, KiB below 1 MiB, else MiB."""
+    if n is None:
+        return "-"
+    a = abs(n)
+    if a < KIB:
+        return f"{n:.0f} B"
+    if a < MIB:
+        return f"{n / KIB:.1f} KiB"
+    return f"{n / MIB:.2f} MiB"
+
+
+def fmt_rate(n: float) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} M/s"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} k/s"
+    return f"{n:.0f} /s"

@@ -1,0 +1,101 @@
+"""Grace periods: tasks-trace laziness as measured on 6.18, tree RCU, readers, barriers."""
+
+from __future__ import annotations
+
+from bpfmem.rcu import GpModel, Rcu, call_rcu, call_rcu_tasks_trace, rcu_barrier_tasks_trace
+from bpfmem.sim import Machine
+
+MS = 1_000_000
+FIXED_TT = GpModel(gp_min_ns=25 * MS, gp_max_ns=25 * MS, lazy_delay_ns=250 * MS, lazy_lim=32, gp_sleep_ns=4 * MS)
+FIXED_RCU = GpModel(gp_min_ns=10 * MS, gp_max_ns=10 * MS)
+
+
+def world() -> tuple[Machine, Rcu]:
+    m = Machine(2)
+    return m, Rcu(m, FIXED_RCU, FIXED_TT)
+
+
+def test_few_tasks_trace_callbacks_wait_the_lazy_delay_plus_a_gp() -> None:
+    """real-kernel §3b: one map's batch is freed ~250 ms lazy + 20-35 ms GP after the delete."""
+    m, rcu = world()
+    done: list[int] = []
+    call_rcu_tasks_trace(rcu, lambda: done.append(m.now))
+    m.engine.run(until=1000 * MS)
+    assert done == [275 * MS]
+
+
+def test_more_than_lazy_lim_callbacks_start_a_gp_at_once() -> None:
+    """real-kernel §3b: 40 maps freeing at once -> first drop after ~25 ms, not 250 ms."""
+    m, rcu = world()
+    done: list[int] = []
+    for _ in range(40):
+        call_rcu_tasks_trace(rcu, lambda: done.append(m.now))
+    m.engine.run(until=1000 * MS)
+    assert len(done) == 40
+    assert min(done) == 25 * MS
+    # the 33rd callback woke the kthread: the first 33 were in that GP, the rest the next one
+    assert done.count(25 * MS) == 33
+    assert max(done) == 25 * MS + 4 * MS + 25 * MS
+
+
+def test_callbacks_queued_during_a_gp_wait_for_the_next() -> None:
+    m, rcu = world()
+    done: list[tuple[str, int]] = []
+    call_rcu(rcu, lambda: done.append(("a", m.now)))
+    m.engine.run(until=5 * MS)
+    call_rcu(rcu, lambda: done.append(("b", m.now)))
+    m.engine.run(until=100 * MS)
+    assert done == [("a", 10 * MS), ("b", 20 * MS)]
+    assert rcu.rcu.gp_seq == 2
+
+
+def test_lazy_timer_rearms_while_callbacks_remain() -> None:
+    """A callback queued while the re-armed timer is pending rides on it (early frees of real-kernel §1)."""
+    m, rcu = world()
+    done: list[int] = []
+    call_rcu_tasks_trace(rcu, lambda: done.append(m.now))
+    m.engine.run(until=260 * MS)          # timer fired at 250, re-armed for 500, GP running
+    call_rcu_tasks_trace(rcu, lambda: done.append(m.now))
+    m.engine.run(until=2000 * MS)
+    assert done[0] == 275 * MS
+    assert done[1] == 500 * MS + 25 * MS  # the re-armed timer, not 260 + 250
+
+
+def test_a_reader_holds_the_grace_period() -> None:
+    m, rcu = world()
+    done: list[int] = []
+    tok = rcu.rcu.read_lock()
+    call_rcu(rcu, lambda: done.append(m.now))
+    m.engine.run(until=50 * MS)
+    assert done == []
+    rcu.rcu.read_unlock(tok)
+    assert done == [50 * MS]
+    call_rcu(rcu, lambda: done.append(m.now))
+    late = rcu.rcu.read_lock()           # a reader that starts after the GP began does not block it
+    m.engine.run(until=200 * MS)
+    assert done[-1] == 60 * MS
+    rcu.rcu.read_unlock(late)
+
+
+def test_barrier_runs_after_everything_queued_and_is_not_lazy() -> None:
+    m, rcu = world()
+    order: list[str] = []
+    call_rcu_tasks_trace(rcu, lambda: order.append("cb"))
+    rcu_barrier_tasks_trace(rcu, lambda: order.append("barrier"))
+    m.engine.run(until=100 * MS)
+    assert order == ["cb", "barrier"]
+
+
+def test_gp_length_comes_from_the_seeded_scheduler() -> None:
+    def ends(seed: int) -> list[int]:
+        from bpfmem.sim import RandomScheduler
+        m = Machine(1, RandomScheduler(seed))
+        rcu = Rcu(m)
+        out: list[int] = []
+        for i in range(5):
+            m.engine.at(i * 1000 * MS, lambda: call_rcu_tasks_trace(rcu, lambda: out.append(m.now)))
+        m.engine.run()
+        return out
+    assert ends(1) == ends(1)
+    assert ends(1) != ends(2)
+    assert all(270 * MS <= t % (1000 * MS) <= 285 * MS for t in ends(3))
