@@ -222,8 +222,9 @@ class ModelBackend:
         limit = end if horizon is None else min(horizon, end if end is not None else horizon)
         if period <= 0 or limit is None:
             return now
-        if m.htab.attr.max_entries - m.htab.count < self._keys_total:
-            return now
+        own_present = sum(1 for k in ps.keys if k in m.htab.table)
+        if m.htab.count - own_present + self._keys_total > m.htab.attr.max_entries:
+            return now  # is_map_full() could answer differently during the skipped span
         k = (limit - now) // period
         if k < 1:
             return now
@@ -256,7 +257,7 @@ class ModelBackend:
     def _producer_states(self, m: ModelMap, producers: tuple[Producer, ...]) -> list[_ProducerState]:
         cpus_of = [sorted({inv.cpu for inv in p.steps}) for p in producers]
         shared = {cpu for i, a in enumerate(cpus_of) for j, b in enumerate(cpus_of) if i != j for cpu in a if cpu in b}
-        self._keys_total = sum(len(op.keys) for p in producers for inv in p.steps for op in inv.ops)
+        self._keys_total = len({k for p in producers for inv in p.steps for op in inv.ops for k in op.keys})
         eligible = self.fast_forward
         self._passive = {self._chain, self._sample_tick}
         out = []
