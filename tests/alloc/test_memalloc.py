@@ -33,7 +33,7 @@ def new_ma(w: World, size: int, profile: object = None, percpu: bool = False) ->
     (4088, 2, 6, 3), (8184, 1, 3, 1), (292, 27, 81, 39), (1080, 7, 22, 9),
 ])
 def test_watermarks_and_batch_per_unit_size(elem: int, low: int, high: int, batch: int) -> None:
-    """init_refill_work (kernel-memalloc §1.7): unit = size + 8."""
+    """init_refill_work (docs/kernel-map.md, watermarks): unit = size + 8."""
     w = make_world(1)
     c = new_ma(w, elem).cache[0]  # type: ignore[index]
     assert (c.unit_size, c.low_watermark, c.high_watermark, c.batch) == (elem + 8, low, high, batch)
@@ -93,7 +93,7 @@ def test_alloc_fails_when_the_local_list_is_empty_refill_is_asynchronous() -> No
 
 
 def burst_world(profile: object = None) -> tuple[World, BpfMemAlloc, BpfMemCache, Cpu]:
-    """real-kernel §3b: value 1024 (unit 1088): low 7, high 22, batch 9; delete 400 on CPU 0."""
+    """docs/measurements.md §3b: value 1024 (unit 1088): low 7, high 22, batch 9; delete 400 on CPU 0."""
     w = fixed_world(2)
     ma = new_ma(w, 1080, profile)
     cpu = w.m.cpus[0]
@@ -109,7 +109,7 @@ def burst_world(profile: object = None) -> tuple[World, BpfMemAlloc, BpfMemCache
 
 
 def test_a_burst_of_frees_parks_all_but_one_trimmed_batch() -> None:
-    """One batch is freed after lazy delay + GP; the rest stays charged (real-kernel §1 item 4, §3b)."""
+    """One batch is freed after lazy delay + GP; the rest stays charged (docs/measurements.md §1 item 4, §3b)."""
     w, ma, c, cpu = burst_world()
     charge = kmalloc_charge(1088)
     after_burst = w.memcg.usage
@@ -156,7 +156,7 @@ def test_destroy_reports_leaked_objects() -> None:
 
 
 def test_nmi_inside_unit_alloc_fails_its_alloc_and_its_free_goes_to_extra() -> None:
-    """The `active` guard: a nested section on the same cache never spins (kernel-memalloc §1.8)."""
+    """The `active` guard: a nested section on the same cache never spins (docs/kernel-map.md, unit_alloc)."""
     w = make_world(1)
     ma = new_ma(w, 64)
     cpu = w.m.cpus[0]

@@ -50,7 +50,7 @@ def test_v6_1_batched_alloc_free_grows_with_gp_latency() -> None:
 
 
 def test_add_del_on_diff_cpu_is_bounded_with_the_tgt_hint() -> None:
-    """v6.6: frees on the deleting CPU flow back to the adding CPU's cache (real-kernel §1 item 3)."""
+    """v6.6: frees on the deleting CPU flow back to the adding CPU's cache (docs/measurements.md §1 item 3)."""
     short = run("add_del_on_diff_cpu", "v6.6", cpus=4, duration=0.5)
     long = run("add_del_on_diff_cpu", "v6.6", cpus=4, duration=2.0)
     assert max(run_samples(long)) <= max(run_samples(short)) + 48 * 104   # no growth over time
@@ -95,7 +95,7 @@ def test_same_seed_same_result_other_seeds_differ_only_by_gp_lengths() -> None:
         assert a[k] == c[k]
 
 
-# real-kernel.md §1, one CPU, N keys added/overwritten per run (KiB above the pre-create level)
+# docs/measurements.md §1, one CPU, N keys added/overwritten per run (KiB above the pre-create level)
 KERNEL_ROWS = [
     # use case, N, steady (run1, run2), after idle, after poke
     ("overwrite", 10_000, (1268, 1272), (1276, 1280), (288, 288)),

@@ -20,7 +20,7 @@ def htab(w: World, value: int = 8, entries: int = 100_000, flags: int = BPF_F_NO
     return BpfHtab(w.m, w.mm, w.rcu, MapAttr(HASH, 4, value, entries, flags), w.memcg, **kw)  # type: ignore[arg-type]
 
 
-# real-kernel.md §3: value size -> measured kmem per element (predicted = kmalloc class + 8)
+# docs/measurements.md §3: value size -> measured kmem per element (predicted = kmalloc class + 8)
 CHARGE = {8: 104, 16: 104, 64: 136, 96: 200, 200: 520, 512: 1032, 1024: 2056, 2000: 4104, 4000: 4104,
           4040: 8200, 8000: 8200}
 
@@ -110,7 +110,7 @@ def test_update_flags_and_errors() -> None:
 
 
 def test_enomem_when_the_memcg_limit_stops_the_refill() -> None:
-    """real-kernel §4 'out' mode: updates fail with ENOMEM at the limit, deleted elements are reusable."""
+    """docs/measurements.md §4 'out' mode: updates fail with ENOMEM at the limit, deleted elements are reusable."""
     w = make_world(1)
     w.memcg.limit = 400_000           # buckets 256 KiB + room for about 65 elements of 2056 B
     h = htab(w, 1024, 10_000)

@@ -16,7 +16,7 @@ def world() -> tuple[Machine, Rcu]:
 
 
 def test_few_tasks_trace_callbacks_wait_the_lazy_delay_plus_a_gp() -> None:
-    """real-kernel §3b: one map's batch is freed ~250 ms lazy + 20-35 ms GP after the delete."""
+    """docs/measurements.md §3b: one map's batch is freed ~250 ms lazy + 20-35 ms GP after the delete."""
     m, rcu = world()
     done: list[int] = []
     call_rcu_tasks_trace(rcu, lambda: done.append(m.now))
@@ -25,7 +25,7 @@ def test_few_tasks_trace_callbacks_wait_the_lazy_delay_plus_a_gp() -> None:
 
 
 def test_more_than_lazy_lim_callbacks_start_a_gp_at_once() -> None:
-    """real-kernel §3b: 40 maps freeing at once -> first drop after ~25 ms, not 250 ms."""
+    """docs/measurements.md §3b: 40 maps freeing at once -> first drop after ~25 ms, not 250 ms."""
     m, rcu = world()
     done: list[int] = []
     for _ in range(40):
@@ -50,7 +50,7 @@ def test_callbacks_queued_during_a_gp_wait_for_the_next() -> None:
 
 
 def test_lazy_timer_rearms_while_callbacks_remain() -> None:
-    """A callback queued while the re-armed timer is pending rides on it (early frees of real-kernel §1)."""
+    """A callback queued while the re-armed timer is pending rides on it (early frees of docs/measurements.md §1)."""
     m, rcu = world()
     done: list[int] = []
     call_rcu_tasks_trace(rcu, lambda: done.append(m.now))

@@ -24,7 +24,7 @@ One object's life (6.6+; L = free_llist of the freeing CPU)::
 
 Only one tasks-trace callback per cache is in flight; objects trimmed while it
 is pending stay *parked* on ``free_by_rcu_ttrace`` until the next trim on that
-cache (measured on the 6.18 kernel: real-kernel.md §1, §3b).
+cache (measured on the 6.18 kernel: docs/measurements.md §1, §3b).
 
 Representation: llists are Python lists whose *end* is the list head (so
 ``__llist_add`` is ``append`` and ``__llist_del_first`` is ``pop``);

@@ -6,7 +6,7 @@ advances its CPU's clock by a cost.  Costs are profile data, never measured
 from the host running the model.
 
 The shipped default is an estimate for the reference machine kind (2-CPU VM,
-6.18): real-kernel.md §7 measured 5.1-6.1 M ops/s for add-N/delete-N from a
+6.18): docs/measurements.md §7 measured 5.1-6.1 M ops/s for add-N/delete-N from a
 BPF program (≈ 180 ns per map operation) and §2 shows preallocated maps
 ≈ 1.7× faster at small sizes.  Every ops/s figure the model prints is
 *modelled* from these numbers.
@@ -29,7 +29,7 @@ class CostModel:
     kfree_ns: int = 60
     prealloc_factor: float = 0.6    # preallocated maps skip the allocator
     handoff_ns: int = 2_000         # barrier wake-up of the other thread of a pair
-    source: str = "estimate for the reference machine kind (real-kernel.md §2, §7)"
+    source: str = "estimate for a 2-CPU 6.18 VM from docs/measurements.md §2, §7 (not fitted)"
 
     def __post_init__(self) -> None:
         for k, v in asdict(self).items():

@@ -11,7 +11,7 @@ memory, peak) plus what it cannot show:
   (first quarter, at most 1 s), like the bench's ``memory usage``;
 - ``peak_bytes``: the cgroup's peak from creation on (``memory.peak``);
 - ``at_last_delete_bytes``, ``after_idle_bytes``, ``after_poke_bytes``,
-  ``after_close_bytes``: the parking study of real-kernel.md §1;
+  ``after_close_bytes``: the parking study of docs/measurements.md §1;
 - ``memlock_bytes``: fdinfo ``memlock`` at the end of the run phase;
 - ``breakdown``: bytes per list at the end of the run phase (model only);
 - ``series``: (time s, bytes) samples of every phase, and per list.
@@ -71,7 +71,7 @@ def steady_mean(samples: list[MemorySample], t0: int, t1: int) -> float:
 
 
 def release_delay_ms(samples: list[MemorySample], t_poke: int, t_stop: int) -> float | None:
-    """Time from the poke to the first drop of the charge (real-kernel.md's "poke -> drop")."""
+    """Time from the poke to the first drop of the charge (docs/measurements.md's "poke -> drop")."""
     high = None
     for s in samples:
         if not t_poke <= s.t_ns <= t_stop:

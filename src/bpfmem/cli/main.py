@@ -100,7 +100,7 @@ def bench_htab_mem(use_case: str, policy: str, backend: str, cpus: int, value_si
         except WorkloadError as e:
             if use_case == "all" and uc == "add_del_on_diff_cpu" and cpus % 2:
                 continue  # the kernel bench refuses an odd producer count for this use case only
-            fail(_option_of(str(e)), str(e))
+            fail("--" + e.param.replace("_", "-"), str(e))
     if not workloads:
         fail("--cpus", "no use case can run with these options")
     results: list[dict[str, Any]] = []
@@ -142,13 +142,6 @@ def bench_htab_mem(use_case: str, policy: str, backend: str, cpus: int, value_si
         console.print(f"plot written to {plot}")
 
 
-def _option_of(message: str) -> str:
-    for name in ("max_entries", "batch", "cpus", "value_size", "poke"):
-        if message.startswith(name) or f" {name}" in message or f"{name} " in message:
-            return "--" + name.replace("_", "-")
-    return "--cpus"
-
-
 @bench.command("self")
 @click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option("--duration", type=click.FloatRange(0, 60, min_open=True), default=0.05, show_default=True,
@@ -184,7 +177,7 @@ def bench_self(cpus: int, duration: float, policy: str, as_json: bool) -> None:
     from rich.table import Table
     t = Table(title=f"model speed: {cpus} simulated CPUs, {duration} simulated s, policy {policy} (one core)")
     for c in ("use case", "map ops", "raw ops/wall s", "with fast-forward ops/wall s", "skipped invocations"):
-        t.add_column(c, justify="right" if c != "use case" else "left")
+        t.add_column(c, justify="right" if c != "use case" else "left", no_wrap=c == "use case")
     for r in rows:
         t.add_row(r["use_case"], f"{r['raw']['ops']:,}", f"{r['raw']['ops_per_wall_s'] / 1e6:.2f} M",
                   f"{r['fast_forward']['ops_per_wall_s'] / 1e6:.2f} M", f"{r['fast_forward']['skipped_invocations']:,}")

@@ -6,7 +6,7 @@ Models: mm/slub.c + include/linux/slab.h (``kmalloc_node``, ``kfree``,
 Problem: a BPF object's cost is not its size.  kmalloc rounds up to a size
 class, and with ``__GFP_ACCOUNT`` the object lands in a ``kmalloc-cg-*`` cache
 whose slab also keeps one ``obj_cgroup`` pointer (8 B) per object, which is
-charged too.  Measured on the reference machine (real-kernel.md §3): charge =
+charged too.  Measured on the reference machine (docs/measurements.md §3): charge =
 class + 8 for every class up to 8 KiB.  Above ``KMALLOC_MAX_CACHE_SIZE`` (8 KiB)
 kmalloc takes whole pages (``kmalloc_large``: ``PAGE_SIZE << get_order(size)``),
 charged as pages with no per-object pointer.

@@ -13,7 +13,7 @@ from .units import MIB, fmt_bytes
 def bench_line(r: dict[str, Any]) -> str:
     """The selftests bench's own output line."""
     return (f"{r['use_case']} per-prod-op: {r['per_prod_op']:.2f}k/s, avg mem: {r['steady_bytes'] / MIB:.2f}MiB, "
-            f"peak mem: {r['peak_bytes'] / MIB:.2f}MiB")
+            f"peak mem: {r['peak_bytes'] / MIB:.2f}MiB  [{r['policy']}]")
 
 
 def htab_mem_table(results: Sequence[dict[str, Any]]) -> Table:

@@ -14,7 +14,7 @@ progs/htab_mem_bench.c (merged as fd283ab196a8, 6.6 cycle).
   ``k + i * cpus/2``; the adder adds 64 (``BPF_NOEXIST``), then the deleter
   deletes them (barrier between); +1 per run.
 
-Additions for memory studies (real-kernel.md §1): ``batch`` keys per run
+Additions for memory studies (docs/measurements.md §1): ``batch`` keys per run
 instead of 64, a final delete of every key (``drain``), and a ``poke``: each
 CPU adds and deletes ``poke`` fresh keys after an idle phase, which makes a
 free burst that releases parked objects.
@@ -32,7 +32,11 @@ POKE_KEY_BASE = 1 << 30
 
 
 class WorkloadError(ValueError):
-    """A workload configuration that cannot run (names the parameter)."""
+    """A workload configuration that cannot run; ``param`` names the parameter to change."""
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -67,27 +71,27 @@ class HtabMemWorkload:
 def htab_mem(cfg: HtabMemConfig) -> HtabMemWorkload:
     """Build the workload for ``cfg``; raises ``WorkloadError`` naming the bad parameter."""
     if cfg.use_case not in USE_CASES:
-        raise WorkloadError(f"use_case must be one of {', '.join(USE_CASES)}, got {cfg.use_case!r}")
+        raise WorkloadError("use_case", f"use_case must be one of {', '.join(USE_CASES)}, got {cfg.use_case!r}")
     if cfg.cpus < 1:
-        raise WorkloadError(f"cpus must be >= 1, got {cfg.cpus}")
+        raise WorkloadError("cpus", f"cpus must be >= 1, got {cfg.cpus}")
     if not 1 <= cfg.value_size <= 4096:
-        raise WorkloadError(f"value_size must be 1..4096 (the bench's limit), got {cfg.value_size}")
+        raise WorkloadError("value_size", f"value_size must be 1..4096 (the bench's limit), got {cfg.value_size}")
     if cfg.batch < 1:
-        raise WorkloadError(f"batch must be >= 1, got {cfg.batch}")
+        raise WorkloadError("batch", f"batch must be >= 1, got {cfg.batch}")
     if cfg.poke < 0:
-        raise WorkloadError(f"poke must be >= 0, got {cfg.poke}")
+        raise WorkloadError("poke", f"poke must be >= 0, got {cfg.poke}")
     entries = cfg.entries()
     if entries < 1:
-        raise WorkloadError(f"max_entries must be >= 1, got {entries}")
+        raise WorkloadError("max_entries", f"max_entries must be >= 1, got {entries}")
     n, b = cfg.cpus, cfg.batch
     producers: list[Producer] = []
     drain: list[Invocation] = []
     if cfg.use_case == "add_del_on_diff_cpu":
         if n % 2:
-            raise WorkloadError(f"add_del_on_diff_cpu needs an even number of cpus, got {n}")
+            raise WorkloadError("cpus", f"add_del_on_diff_cpu needs an even number of cpus, got {n}")
         half = n // 2
         if b * half > entries:
-            raise WorkloadError(f"batch x cpus/2 = {b * half} keys exceed max_entries {entries}")
+            raise WorkloadError("batch", f"batch x cpus/2 = {b * half} keys exceed max_entries {entries}: lower batch or raise max_entries")
         for k in range(half):
             keys = tuple(k + i * half for i in range(b))
             add = Invocation(2 * k, (Op("update", keys, BPF_NOEXIST),), hits=1)
@@ -96,7 +100,7 @@ def htab_mem(cfg: HtabMemConfig) -> HtabMemWorkload:
             drain.append(Invocation(2 * k + 1, (Op("delete", keys),)))
     else:
         if b * n > entries:
-            raise WorkloadError(f"batch x cpus = {b * n} keys exceed max_entries {entries}")
+            raise WorkloadError("batch", f"batch x cpus = {b * n} keys exceed max_entries {entries}: lower batch or raise max_entries")
         for cpu in range(n):
             keys = tuple(cpu + i * n for i in range(b))
             if cfg.use_case == "overwrite":
@@ -108,7 +112,7 @@ def htab_mem(cfg: HtabMemConfig) -> HtabMemWorkload:
     poke = []
     if cfg.poke:
         if cfg.poke > entries:
-            raise WorkloadError(f"poke {cfg.poke} exceeds max_entries {entries}")
+            raise WorkloadError("poke", f"poke {cfg.poke} exceeds max_entries {entries}")
         cpus_used = sorted({inv.cpu for p in producers for inv in p.steps})
         for cpu in cpus_used:
             keys = tuple(POKE_KEY_BASE + cpu * cfg.poke + i for i in range(cfg.poke))
