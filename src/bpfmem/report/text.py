@@ -52,7 +52,7 @@ def breakdown_table(r: dict[str, Any]) -> Table | None:
 def print_htab_mem(console: Console, doc: dict[str, Any], *, breakdowns: bool) -> None:
     results = doc["results"]
     for r in results:
-        console.print(bench_line(r), highlight=False)
+        console.print(bench_line(r), highlight=False, markup=False)
     console.print(htab_mem_table(results))
     if breakdowns:
         for r in results:
