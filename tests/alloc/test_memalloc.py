@@ -272,3 +272,35 @@ def test_size_class_allocator_picks_the_class_and_frees_by_owner() -> None:
     bpf_mem_free(ma, cpu, o)
     assert bpf_mem_alloc(ma, cpu, 4089) is None and bpf_mem_alloc(ma, cpu, 0) is None
     assert bpf_mem_alloc_init(BpfMemAlloc(w.m, w.mm, w.rcu), 0, True, None) == -22
+
+
+def test_instruments_see_allocations_frees_and_refills_when_installed() -> None:
+    w = make_world(1)
+    log: list[tuple[str, object]] = []
+
+    class Recorder:
+        def obj_alloc(self, cpu: Cpu, c: BpfMemCache, obj: object) -> None:
+            log.append(("alloc", obj))
+
+        def obj_free(self, cpu: Cpu, c: BpfMemCache, obj: object, kind: str) -> None:
+            log.append((kind, obj))
+
+        def irq_work_run(self, cpu: Cpu, work: object) -> None:
+            log.append(("refill", cpu))
+
+        def gp_start(self, flavour: str, seq: int) -> None:
+            log.append(("gp", flavour))
+
+    ma = new_ma(w, 64)
+    cpu = w.m.cpus[0]
+    w.m.instruments.add(Recorder())
+    o = bpf_mem_cache_alloc(ma, cpu)
+    bpf_mem_cache_free(ma, cpu, o)
+    bpf_mem_cache_free_rcu(ma, cpu, bpf_mem_cache_alloc(ma, cpu))
+    kinds = [k for k, _ in log]
+    assert kinds[:3] == ["refill", "alloc", "free"]   # the refill ran at the irq restore inside unit_alloc and "free_rcu" in kinds and ("gp", "rcu") in log
+    n = len(log)
+    w.m.instruments.remove(w.m.instruments._installed[0])
+    assert not w.m.instruments.active
+    bpf_mem_cache_free(ma, cpu, bpf_mem_cache_alloc(ma, cpu))
+    assert len(log) == n

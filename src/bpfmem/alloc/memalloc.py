@@ -157,9 +157,11 @@ class BpfMemAlloc:
 # ---------------------------------------------------------------------------
 
 def __alloc(c: BpfMemCache, node: int, gfp: int) -> MemObj | None:
-    """``__alloc()``: one object from slab (and its percpu area in percpu mode)."""
+    """``__alloc()``: one object from slab (and its percpu area in percpu mode),
+    charged to the active memcg that ``alloc_bulk`` set."""
     mm = c.ma.mm
-    memcg = c.objcg
+    cpu = c.cpu
+    memcg = mm.memcg_ctx.current(cpu.id, cpu.in_interrupt())
     gfp |= __GFP_NOWARN | __GFP_ACCOUNT | __GFP_ZERO
     if c.percpu_size:
         obj = mm.slab.kmalloc_node(c.percpu_size, gfp, memcg, node)
@@ -230,12 +232,18 @@ def alloc_bulk(c: BpfMemCache, cnt: int, node: int, atomic: bool) -> None:
         if i >= cnt:
             return
     gfp = GFP_NOWAIT if atomic else GFP_KERNEL
-    while i < cnt:
-        obj = __alloc(c, node, gfp)
-        if obj is None:
-            break
-        add_obj_to_free_list(c, obj)
-        i += 1
+    mm, cpu = c.ma.mm, c.cpu
+    # memcg = get_memcg(c): the allocator's objcg (the map creator's cgroup) or root
+    old_memcg = mm.memcg_ctx.set_active_memcg(cpu.id, cpu.in_interrupt(), c.objcg or mm.root_memcg)
+    try:
+        while i < cnt:
+            obj = __alloc(c, node, gfp)
+            if obj is None:
+                break
+            add_obj_to_free_list(c, obj)
+            i += 1
+    finally:
+        mm.memcg_ctx.set_active_memcg(cpu.id, cpu.in_interrupt(), old_memcg)
 
 
 def enque_to_free(c: BpfMemCache, obj: MemObj) -> None:
@@ -343,6 +351,9 @@ def check_free_by_rcu(c: BpfMemCache) -> None:
 
 def bpf_mem_refill(c: BpfMemCache) -> None:
     """``bpf_mem_refill()``: the refill_work irq_work handler."""
+    ins = c.ma.m.instruments
+    if ins.active:
+        ins.emit("irq_work_run", c.cpu, c.refill_work)
     cnt = c.free_cnt
     if cnt < c.low_watermark:
         alloc_bulk(c, c.batch, NUMA_NO_NODE, True)
@@ -453,10 +464,20 @@ def _this_cache(ma: BpfMemAlloc, cpu: Cpu) -> BpfMemCache:
 
 def bpf_mem_cache_alloc(ma: BpfMemAlloc, cpu: Cpu) -> MemObj | None:
     """``bpf_mem_cache_alloc()``: fixed-size allocation on ``cpu``."""
-    obj = unit_alloc(ma.cache[cpu.id])  # type: ignore[index]
+    c = ma.cache[cpu.id]  # type: ignore[index]
+    obj = unit_alloc(c)
     if obj is not None:
         ma.outstanding += 1
+        ins = ma.m.instruments
+        if ins.active:
+            ins.emit("obj_alloc", cpu, c, obj)
     return obj
+
+
+def _emit_free(ma: BpfMemAlloc, cpu: Cpu, c: BpfMemCache, obj: MemObj, kind: str) -> None:
+    ins = ma.m.instruments
+    if ins.active:
+        ins.emit("obj_free", cpu, c, obj, kind)
 
 
 def bpf_mem_cache_free(ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> None:
@@ -464,7 +485,9 @@ def bpf_mem_cache_free(ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> None:
     if obj is None:
         return
     ma.outstanding -= 1
-    unit_free(ma.cache[cpu.id], obj)  # type: ignore[index]
+    c = ma.cache[cpu.id]  # type: ignore[index]
+    _emit_free(ma, cpu, c, obj, "free")
+    unit_free(c, obj)
 
 
 def bpf_mem_cache_free_rcu(ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> None:
@@ -474,7 +497,9 @@ def bpf_mem_cache_free_rcu(ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> Non
     if not ma.profile.has_free_rcu:
         raise ValueError(f"bpf_mem_cache_free_rcu does not exist in profile {ma.profile.name}")
     ma.outstanding -= 1
-    unit_free_rcu(_this_cache(ma, cpu), obj)
+    c = _this_cache(ma, cpu)
+    _emit_free(ma, cpu, c, obj, "free_rcu")
+    unit_free_rcu(c, obj)
 
 
 def bpf_mem_alloc(ma: BpfMemAlloc, cpu: Cpu, size: int) -> MemObj | None:
@@ -486,9 +511,13 @@ def bpf_mem_alloc(ma: BpfMemAlloc, cpu: Cpu, size: int) -> MemObj | None:
     idx = bpf_mem_cache_idx(size + LLIST_NODE_SZ)
     if idx < 0:
         return None
-    obj = unit_alloc(ma.caches[cpu.id][idx])
+    c = ma.caches[cpu.id][idx]
+    obj = unit_alloc(c)
     if obj is not None:
         ma.outstanding += 1
+        ins = ma.m.instruments
+        if ins.active:
+            ins.emit("obj_alloc", cpu, c, obj)
     return obj
 
 
@@ -501,7 +530,9 @@ def bpf_mem_free(ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> None:
     owner = obj.hdr
     idx = bpf_mem_cache_idx(owner.unit_size)
     ma.outstanding -= 1
-    unit_free(ma.caches[cpu.id][idx], obj)
+    c = ma.caches[cpu.id][idx]
+    _emit_free(ma, cpu, c, obj, "free")
+    unit_free(c, obj)
 
 
 def prefill_mem_cache(c: BpfMemCache, cpu: Cpu) -> None:

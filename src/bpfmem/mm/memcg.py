@@ -118,3 +118,37 @@ class MemCgroup:
 
     def statistics(self) -> MemcgStatistics:
         return MemcgStatistics(self.name, self.usage, self.peak, self.limit, self.failcnt)
+
+
+class ActiveMemcg:
+    """Which memcg an accounted allocation on a CPU charges: ``set_active_memcg()``.
+
+    Models: include/linux/sched/mm.h ``set_active_memcg`` and mm/memcontrol.c
+    ``current_obj_cgroup``/``get_mem_cgroup_from_current``, v6.18.  In task
+    context a charge goes to ``current->active_memcg`` if set, else to the
+    running task's cgroup.  In interrupt context there is no meaningful task:
+    only the per-CPU ``int_active_memcg`` is used, and without it nothing is
+    charged.  That is how BPF charges the map creator from an irq_work or NMI.
+    The root cgroup is never charged.
+    """
+
+    def __init__(self, ncpus: int, root: MemCgroup) -> None:
+        self.root = root
+        self.task_memcg: list[MemCgroup | None] = [None] * ncpus
+        self.active_memcg: list[MemCgroup | None] = [None] * ncpus
+        self.int_active_memcg: list[MemCgroup | None] = [None] * ncpus
+
+    def set_active_memcg(self, cpu: int, in_interrupt: bool, memcg: MemCgroup | None) -> MemCgroup | None:
+        """Set the active memcg of this context; returns the previous one (to restore)."""
+        table = self.int_active_memcg if in_interrupt else self.active_memcg
+        old = table[cpu]
+        table[cpu] = memcg
+        return old
+
+    def current(self, cpu: int, in_interrupt: bool) -> MemCgroup | None:
+        """The memcg an ``__GFP_ACCOUNT`` allocation made now on ``cpu`` charges (None: nobody)."""
+        if in_interrupt:
+            memcg = self.int_active_memcg[cpu]
+        else:
+            memcg = self.active_memcg[cpu] or self.task_memcg[cpu]
+        return None if memcg is self.root else memcg
