@@ -20,6 +20,8 @@ ALLOWED: dict[str, set[str]] = {
     "backend.protocol": set(),
     "backend.model": {"sim", "rcu", "mm", "alloc", "maps", "backend.protocol", "backend.costs"},
     "backend.costs": set(),
+    "backend.profile": {"rcu", "backend.costs"},
+    "kernel": {"backend.protocol", "workloads", "report"},
     "backend": {"backend.protocol"},
     "cli": {"*"},
     "": {"*"},

@@ -29,7 +29,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     (["bench", "htab-mem", "--use-case", "nope"], "--use-case"),
     (["bench", "htab-mem", "--duration", "0"], "--duration"),
     (["bench", "htab-mem", "--value-size", "5000"], "--value-size"),
-    (["bench", "htab-mem", "--batch", "9000", "--cpus", "2"], "--batch"),
+    (["bench", "htab-mem", "--batch", "9000", "--cpus", "2", "--max-entries", "8192"], "--batch"),
     (["bench", "htab-mem", "--use-case", "add_del_on_diff_cpu", "--cpus", "3"], "--cpus"),
     (["bench", "htab-mem", "--plot", "x.txt"], "--plot"),
     (["bench", "htab-mem", "--plot", "/no/such/dir/x.png"], "--plot"),

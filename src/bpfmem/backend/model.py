@@ -60,7 +60,7 @@ class ModelBackend:
                  costs: CostModel = DEFAULT_COSTS, rcu_model: GpModel = RCU_DEFAULT,
                  tasks_trace_model: GpModel = TASKS_TRACE_DEFAULT, trace_implies_rcu_gp: bool = True,
                  sample_interval_ns: int = 10 * NSEC_PER_MSEC, breakdown: bool = True,
-                 fast_forward: bool = True) -> None:
+                 fast_forward: bool = True, profile_name: str = "built-in defaults") -> None:
         if sample_interval_ns <= 0:
             raise ValueError(f"sample_interval_ns must be > 0, got {sample_interval_ns}")
         self.policy = get_policy(policy) if isinstance(policy, str) else policy
@@ -74,6 +74,7 @@ class ModelBackend:
         self.sample_interval_ns = sample_interval_ns
         self.want_breakdown = breakdown
         self.fast_forward = fast_forward
+        self.profile_name = profile_name
         self._passive: set[Any] = set()
         self._keys_total = 0
         self.phase = ""
@@ -311,7 +312,7 @@ class ModelBackend:
         tt = self.rcu.tasks_trace.model
         return {
             "backend": "model", "policy": self.policy.name, "kernel": self.policy.kernel, "seed": self.seed,
-            "cpus": self.ncpus, "costs": self.costs.source,
+            "cpus": self.ncpus, "profile": self.profile_name, "costs": self.costs.source,
             "tasks_trace": {"lazy_ms": tt.lazy_delay_ns / 1e6, "gp_ms": [tt.gp_min_ns / 1e6, tt.gp_max_ns / 1e6],
                             "lazy_lim": tt.lazy_lim},
             "rcu_gp_ms": [self.rcu.rcu.model.gp_min_ns / 1e6, self.rcu.rcu.model.gp_max_ns / 1e6],

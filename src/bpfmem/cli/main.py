@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
 from typing import Any
@@ -20,11 +21,19 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from .. import __version__
 from ..backend.model import ModelBackend
 from ..bench import run_htab_mem
+from ..kernel import DRIVERS
 from ..maps.policies import POLICIES
 from ..report.text import print_htab_mem
-from ..workloads import USE_CASES, HtabMemConfig, WorkloadError, htab_mem
+from ..backend.profile import Profile, ProfileError, load_profile
+from ..workloads import USE_CASES, HtabMemConfig, HtabMemWorkload, WorkloadError, htab_mem
 
 NSEC_PER_SEC = 1_000_000_000
+
+
+class KernelUnavailableError(click.ClickException):
+    """The kernel backend cannot run here: exit 2 with the one-line reason."""
+
+    exit_code = 2
 
 
 def fail(option: str, message: str) -> None:
@@ -51,81 +60,149 @@ def _choices_with_all(values: list[str] | tuple[str, ...]) -> click.Choice:
     return click.Choice([*values, "all"])
 
 
+def workload_options(fn: Any) -> Any:
+    """The options every htab-mem command shares (bench, compare)."""
+    opts = [
+        click.option("--use-case", type=_choices_with_all(USE_CASES), default="all", show_default=True,
+                     help="htab-mem use case, or all."),
+        click.option("--cpus", type=click.IntRange(1, 256), default=None,
+                     help="Producer CPUs (-p) [default: 8 on the model, this machine's CPUs on the kernel]."),
+        click.option("--value-size", type=click.IntRange(1, 4096), default=8, show_default=True,
+                     help="Value size in bytes."),
+        click.option("--max-entries", type=click.IntRange(1, 1 << 31), default=None,
+                     help="Map size [default: max(8192, 64 x cpus, keys used)]."),
+        click.option("--batch", type=click.IntRange(1, 1 << 20), default=64, show_default=True,
+                     help="Keys per program run (OP_BATCH)."),
+        click.option("--duration", type=click.FloatRange(0, 3600, min_open=True), default=1.0, show_default=True,
+                     help="Run phase, seconds (simulated on the model)."),
+        click.option("--idle", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
+                     help="Idle phases after the drain and after the poke, seconds."),
+        click.option("--poke", type=click.IntRange(0, 1 << 20), default=200, show_default=True,
+                     help="Keys each CPU adds and deletes after the idle phase."),
+        click.option("--seed", type=click.IntRange(0, (1 << 63) - 1), default=0, show_default=True,
+                     help="Model seed."),
+        click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+                     help="Model profile JSON (from bpfmem calibrate) [default: the shipped one]."),
+        click.option("--driver", type=click.Choice(list(DRIVERS)), default="syscall", show_default=True,
+                     help="Kernel: run ops by batch syscalls or from a BPF program (BPF_PROG_TEST_RUN)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def build_workloads(use_case: str, cpus: int, value_size: int, max_entries: int | None, batch: int,
+                    poke: int) -> dict[str, HtabMemWorkload]:
+    """Workloads for the chosen use cases; bad combinations fail naming the option."""
+    use_cases = list(USE_CASES) if use_case == "all" else [use_case]
+    out = {}
+    for uc in use_cases:
+        if use_case == "all" and uc == "add_del_on_diff_cpu" and cpus % 2:
+            continue  # the kernel bench refuses an odd producer count for this use case only
+        entries = max_entries
+        if entries is None:
+            keys = batch * (cpus // 2 if uc == "add_del_on_diff_cpu" else cpus)
+            entries = max(8192, 64 * cpus, keys, poke)
+        try:
+            out[uc] = htab_mem(HtabMemConfig(uc, cpus, value_size, entries, batch, poke=poke))
+        except WorkloadError as e:
+            fail("--" + e.param.replace("_", "-"), str(e))
+    if not out:
+        fail("--cpus", "no use case can run with these options")
+    return out
+
+
+def load_model_profile(path: str | None) -> Profile:
+    try:
+        return load_profile(path)
+    except ProfileError as e:
+        fail("--profile", str(e))
+        raise  # unreachable
+
+
+def model_backend(cpus: int, policy: str, seed: int, profile: Profile, sample_interval_ms: float = 10.0,
+                  fast_forward: bool = True) -> ModelBackend:
+    return ModelBackend(cpus, policy, seed=seed, costs=profile.costs, rcu_model=profile.rcu,
+                        tasks_trace_model=profile.tasks_trace, sample_interval_ns=int(sample_interval_ms * 1e6),
+                        fast_forward=fast_forward, profile_name=profile.name)
+
+
+def kernel_policies(policy: str) -> list[str]:
+    """What --policy means on the kernel backend: the running kernel's allocator, or preallocated maps."""
+    if policy == "all":
+        return ["v6.6", "prealloc"]
+    if policy not in ("v6.6", "prealloc"):
+        fail("--policy", f"the kernel backend runs this kernel ({platform.release()}); "
+                         f"--policy must be v6.6 (its bpf_mem_alloc) or prealloc, got {policy!r}")
+    return [policy]
+
+
+def open_kernel(cpus: int, driver: str, policy: str) -> Any:
+    from ..kernel.backend import KernelBackend, KernelUnavailable
+    try:
+        return KernelBackend(cpus, driver=driver, policy=policy)
+    except KernelUnavailable as e:
+        raise KernelUnavailableError(f"kernel backend unavailable: {e}") from None
+
+
 @bench.command("htab-mem")
-@click.option("--use-case", type=_choices_with_all(USE_CASES), default="all", show_default=True,
-              help="htab-mem use case, or all.")
 @click.option("--policy", type=_choices_with_all(list(POLICIES)), default="v6.6", show_default=True,
               help="Element memory policy (kernel profile or proposal), or all.")
-@click.option("--backend", type=click.Choice(["model"]), default="model", show_default=True,
-              help="Where to run: the model.")
-@click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True, help="Producer CPUs (-p).")
-@click.option("--value-size", type=click.IntRange(1, 4096), default=8, show_default=True, help="Value size in bytes.")
-@click.option("--max-entries", type=click.IntRange(1, 1 << 31), default=None,
-              help="Map size [default: max(8192, 64 x cpus)].")
-@click.option("--batch", type=click.IntRange(1, 1 << 20), default=64, show_default=True,
-              help="Keys per program run (OP_BATCH).")
-@click.option("--duration", type=click.FloatRange(0, 3600, min_open=True), default=1.0, show_default=True,
-              help="Run phase, simulated seconds.")
-@click.option("--idle", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
-              help="Idle phases after the drain and after the poke, seconds.")
-@click.option("--poke", type=click.IntRange(0, 1 << 20), default=200, show_default=True,
-              help="Keys each CPU adds and deletes after the idle phase.")
-@click.option("--seed", type=click.IntRange(0, (1 << 63) - 1), default=0, show_default=True, help="Model seed.")
-@click.option("--sample-interval", type=click.FloatRange(0.01, 10000), default=10.0, show_default=True,
-              help="Memory sampling interval, ms.")
+@click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
+              help="Where to run: the model, or the running kernel (root, BPF, memcg).")
+@workload_options
+@click.option("--sample-interval", type=click.FloatRange(0.01, 10000), default=None,
+              help="Memory sampling interval, ms [default: 10 on the model, 1 on the kernel].")
 @click.option("--fast-forward/--no-fast-forward", default=True, show_default=True,
-              help="Skip exactly repeating cycles (counts stay exact).")
+              help="Model: skip exactly repeating cycles (counts stay exact).")
 @click.option("--breakdown/--no-breakdown", default=None,
               help="Print where the bytes sit [default: when at most 3 results].")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write memory over time per list to this .png/.svg/.pdf.")
-def bench_htab_mem(use_case: str, policy: str, backend: str, cpus: int, value_size: int, max_entries: int | None,
-                   batch: int, duration: float, idle: float, poke: int, seed: int, sample_interval: float,
-                   fast_forward: bool, breakdown: bool | None, as_json: bool, plot: str | None) -> None:
+def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, value_size: int,
+                   max_entries: int | None, batch: int, duration: float, idle: float, poke: int, seed: int,
+                   profile_path: str | None, driver: str, as_json: bool, sample_interval: float | None,
+                   fast_forward: bool, breakdown: bool | None, plot: str | None) -> None:
     """Run the htab-mem use cases and report memory like the kernel bench, plus where every byte sits."""
-    if plot is not None:
-        ext = os.path.splitext(plot)[1].lower()
-        if ext not in (".png", ".svg", ".pdf"):
-            fail("--plot", f"file must end in .png, .svg or .pdf, got {plot!r}")
-        d = os.path.dirname(os.path.abspath(plot))
-        if not os.path.isdir(d):
-            fail("--plot", f"directory {d} does not exist")
-    use_cases = list(USE_CASES) if use_case == "all" else [use_case]
-    policies = list(POLICIES) if policy == "all" else [policy]
-    workloads = {}
-    for uc in use_cases:
-        try:
-            workloads[uc] = htab_mem(HtabMemConfig(uc, cpus, value_size, max_entries, batch, poke=poke))
-        except WorkloadError as e:
-            if use_case == "all" and uc == "add_del_on_diff_cpu" and cpus % 2:
-                continue  # the kernel bench refuses an odd producer count for this use case only
-            fail("--" + e.param.replace("_", "-"), str(e))
-    if not workloads:
-        fail("--cpus", "no use case can run with these options")
+    check_plot_path(plot)
+    if cpus is None:
+        cpus = 8 if backend == "model" else len(os.sched_getaffinity(0))
+    workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke)
+    policies = (kernel_policies(policy) if backend == "kernel"
+                else list(POLICIES) if policy == "all" else [policy])
+    profile = load_model_profile(profile_path) if backend == "model" else None
     results: list[dict[str, Any]] = []
     backend_info: dict[str, Any] = {}
     runs = [(uc, pol) for uc in workloads for pol in policies]
     with progress_bar(sys.stderr.isatty()) as prog:
         task = prog.add_task("htab-mem", total=len(runs))
         for uc, pol in runs:
-            be = ModelBackend(cpus, pol, seed=seed, sample_interval_ns=int(sample_interval * 1e6),
-                              fast_forward=fast_forward)
-            backend_info = be.describe()
-
             def say(phase: str, uc: str = uc, pol: str = pol) -> None:
                 prog.update(task, description=f"{uc} / {pol}: {phase}")
-            r = run_htab_mem(be, workloads[uc], pol, duration_ns=int(duration * NSEC_PER_SEC),
-                             idle_ns=int(idle * NSEC_PER_SEC), progress=say)
+            if backend == "model":
+                assert profile is not None
+                be: Any = model_backend(cpus, pol, seed, profile, sample_interval or 10.0, fast_forward)
+                r = run_htab_mem(be, workloads[uc], pol, duration_ns=int(duration * NSEC_PER_SEC),
+                                 idle_ns=int(idle * NSEC_PER_SEC), progress=say)
+            else:
+                with open_kernel(cpus, driver, pol) as be:
+                    if sample_interval:
+                        be.sample_interval_ns = int(sample_interval * 1e6)
+                    r = run_htab_mem(be, workloads[uc], pol, duration_ns=int(duration * NSEC_PER_SEC),
+                                     idle_ns=int(idle * NSEC_PER_SEC), progress=say)
+            backend_info = be.describe()
             results.append(r.to_json())
             prog.advance(task)
     backend_info.pop("policy", None)
-    backend_info.pop("kernel", None)
+    if backend == "model":
+        backend_info.pop("kernel", None)
     doc = {
         "tool": "bpfmem", "version": __version__, "command": "bench htab-mem",
-        "params": {"use_case": use_case, "policy": policy, "cpus": cpus, "value_size": value_size,
-                   "max_entries": max_entries, "batch": batch, "duration_s": duration, "idle_s": idle,
-                   "poke": poke, "seed": seed, "sample_interval_ms": sample_interval, "fast_forward": fast_forward},
+        "params": {"use_case": use_case, "policy": policy, "backend": backend, "cpus": cpus,
+                   "value_size": value_size, "max_entries": max_entries, "batch": batch, "duration_s": duration,
+                   "idle_s": idle, "poke": poke, "seed": seed, "sample_interval_ms": sample_interval,
+                   "fast_forward": fast_forward, "driver": driver if backend == "kernel" else None},
         "backend": backend_info,
         "policies": {p: {"kernel": POLICIES[p].kernel, "description": POLICIES[p].description} for p in policies},
         "results": results,
@@ -140,6 +217,17 @@ def bench_htab_mem(use_case: str, policy: str, backend: str, cpus: int, value_si
     print_htab_mem(console, doc, breakdowns=breakdown if breakdown is not None else len(results) <= 3)
     if plot is not None:
         console.print(f"plot written to {plot}")
+
+
+def check_plot_path(plot: str | None) -> None:
+    if plot is None:
+        return
+    ext = os.path.splitext(plot)[1].lower()
+    if ext not in (".png", ".svg", ".pdf"):
+        fail("--plot", f"file must end in .png, .svg or .pdf, got {plot!r}")
+    d = os.path.dirname(os.path.abspath(plot))
+    if not os.path.isdir(d):
+        fail("--plot", f"directory {d} does not exist")
 
 
 @bench.command("self")
@@ -166,7 +254,6 @@ def bench_self(cpus: int, duration: float, policy: str, as_json: bool) -> None:
             row[key] = {"ops": counts.ops, "wall_s": round(wall, 4), "ops_per_wall_s": counts.ops / wall,
                         "skipped_invocations": counts.skipped_invocations}
         rows.append(row)
-    import platform
     doc = {"tool": "bpfmem", "version": __version__, "command": "bench self",
            "machine": {"python": platform.python_version(), "implementation": platform.python_implementation(),
                        "cpu": platform.processor() or platform.machine(), "cores_used": 1},
