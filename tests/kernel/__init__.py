@@ -26,3 +26,18 @@ def require_bpf() -> None:
                 _reason = f"bpf(2) unusable here: {e}"
     if _reason is not None:
         pytest.skip(_reason)
+
+
+_backend_reason: str | None = None
+_backend_checked = False
+
+
+def require_kernel_backend() -> None:
+    """Skip unless the kernel backend can run (BPF and a writable memory cgroup), with the probe's reason."""
+    global _backend_reason, _backend_checked
+    if not _backend_checked:
+        _backend_checked = True
+        from bpfmem.kernel.probe import require_kernel
+        _backend_reason = require_kernel()
+    if _backend_reason is not None:
+        pytest.skip(f"kernel backend unavailable: {_backend_reason}")

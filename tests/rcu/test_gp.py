@@ -99,3 +99,28 @@ def test_gp_length_comes_from_the_seeded_scheduler() -> None:
     assert ends(1) == ends(1)
     assert ends(1) != ends(2)
     assert all(270 * MS <= t % (1000 * MS) <= 285 * MS for t in ends(3))
+
+
+def test_tasks_trace_gp_waits_for_rcu_readers_present_at_its_implied_synchronize_rcu() -> None:
+    """rcu_tasks_trace_postscan() calls synchronize_rcu(): a normal-RCU reader (a BPF program, a batch
+    syscall on a non-preemptible kernel) running when the GP reaches that point delays its end."""
+    m, rcu = world()
+    done: list[int] = []
+    call_rcu_tasks_trace(rcu, lambda: done.append(m.now))
+    m.engine.run(until=260 * MS)             # GP started at 250 ms, will reach its end at 275 ms
+    tok = rcu.rcu.read_lock()                # entered after the GP started, before its synchronize_rcu
+    m.engine.run(until=300 * MS)
+    assert done == []
+    rcu.rcu.read_unlock(tok)
+    assert done == [300 * MS]
+
+
+def test_without_the_implication_rcu_readers_do_not_hold_tasks_trace() -> None:
+    m = Machine(1)
+    rcu = Rcu(m, FIXED_RCU, FIXED_TT, trace_implies_rcu_gp=False)
+    done: list[int] = []
+    call_rcu_tasks_trace(rcu, lambda: done.append(m.now))
+    tok = rcu.rcu.read_lock()
+    m.engine.run(until=400 * MS)
+    assert done == [275 * MS]
+    rcu.rcu.read_unlock(tok)

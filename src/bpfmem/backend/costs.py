@@ -26,6 +26,8 @@ class CostModel:
     lookup_ns: int = 60
     error_ns: int = 60
     kmalloc_ns: int = 90            # per object allocated in a refill
+    kmalloc_ns_per_kb: float = 0.0  # extra per KiB of object (zeroing, slab pages)
+    value_copy_ns_per_kb: float = 0.0  # per KiB of value copied by an update
     kfree_ns: int = 60
     prealloc_factor: float = 0.6    # preallocated maps skip the allocator
     handoff_ns: int = 2_000         # barrier wake-up of the other thread of a pair

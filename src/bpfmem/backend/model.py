@@ -26,6 +26,9 @@ from .costs import DEFAULT_COSTS, CostModel
 from .protocol import Invocation, MapSpec, MemorySample, Producer, RunCounts
 
 
+CHUNK = 1024  # keys per model step of a long invocation
+
+
 @dataclass
 class _ProducerState:
     steps: tuple[Invocation, ...]
@@ -38,6 +41,9 @@ class _ProducerState:
     epoch: int = -1
     clean: bool = True
     done: bool = False
+    busy: bool = False
+    reader: int | None = None
+    reader_since: int = 0
     finish_at: int = 0
 
 
@@ -111,41 +117,66 @@ class ModelBackend:
         return m.memcg.peak
 
     # -- running ------------------------------------------------------------------
-    def _invoke(self, m: ModelMap, inv: Invocation, counts: RunCounts) -> int:
-        """Run one program invocation now; returns its modelled cost in ns."""
+    def _invoke(self, m: ModelMap, inv: Invocation, counts: RunCounts,
+                pos: tuple[int, int] = (0, 0)) -> tuple[int, tuple[int, int] | None]:
+        """Run (part of) one program invocation now, from op ``pos[0]``, key ``pos[1]``.
+
+        At most ``CHUNK`` keys run per call, so a long invocation (a batch
+        syscall over 100k keys) spreads over its modelled duration and grace
+        periods can end in the middle of it, as in the kernel.  Returns the
+        cost in ns and where to continue (None when the invocation is done).
+        """
         h = m.htab
         cpu = self.machine.cpus[inv.cpu]
         slab = self.mm.slab
-        k0 = slab.kmalloc_calls
+        k0, b0 = slab.kmalloc_calls, slab.kmalloc_bytes
         c = self.costs
-        cost = c.invocation_ns
-        nops = 0
+        cost = c.invocation_ns if pos == (0, 0) else 0
+        copy_ns = c.value_copy_ns_per_kb * m.spec.value_size / 1024
         errors: dict[int, int] = {}
-        for op in inv.ops:
+        op_i, first = pos
+        budget = CHUNK
+        nxt: tuple[int, int] | None = None
+        while op_i < len(inv.ops):
+            op = inv.ops[op_i]
             keys = op.keys
-            nops += len(keys)
+            if first or len(keys) - first > budget:
+                keys = keys[first:first + budget]
+            n = len(keys)
+            counts.ops += n
             if op.kind == "update":
                 before = h.count
                 ok = h.update_batch(cpu, keys, op.flags, errors)
                 new = h.count - before
-                cost += new * c.update_new_ns + (ok - new) * c.update_replace_ns + (len(keys) - ok) * c.error_ns
+                cost += new * c.update_new_ns + (ok - new) * c.update_replace_ns + (n - ok) * c.error_ns
+                cost += int(ok * copy_ns)
             elif op.kind == "delete":
                 ok = h.delete_batch(cpu, keys, errors)
-                cost += ok * c.delete_ns + (len(keys) - ok) * c.error_ns
+                cost += ok * c.delete_ns + (n - ok) * c.error_ns
             else:
                 look = h.lookup
                 for key in keys:
                     look(cpu, key)
-                cost += len(keys) * c.lookup_ns
-        for errno, n in errors.items():
-            counts.add_error(ERRNO_NAMES.get(errno, str(errno)), n)
+                cost += n * c.lookup_ns
+            budget -= n
+            if first + n < len(op.keys):
+                nxt = (op_i, first + n)
+                break
+            op_i, first = op_i + 1, 0
+            if budget <= 0 and op_i < len(inv.ops):
+                nxt = (op_i, 0)
+                break
+        for errno, cnt in errors.items():
+            counts.add_error(ERRNO_NAMES.get(errno, str(errno)), cnt)
         if h.prealloc:
             cost = int(cost * c.prealloc_factor)
-        cost += (slab.kmalloc_calls - k0) * c.kmalloc_ns
-        counts.ops += nops
-        counts.hits += inv.hits
-        counts.invocations += 1
-        return cost
+        nk = slab.kmalloc_calls - k0
+        if nk:
+            cost += nk * c.kmalloc_ns + int((slab.kmalloc_bytes - b0) / 1024 * c.kmalloc_ns_per_kb)
+        if nxt is None:
+            counts.hits += inv.hits
+            counts.invocations += 1
+        return cost, nxt
 
     def _epoch(self) -> int:
         """Changes whenever memory is allocated or freed or RCU is called or calls back."""
@@ -161,23 +192,46 @@ class ModelBackend:
         table = m.htab.table
         return sig, tuple(k in table for k in ps.keys)
 
-    def _chain(self, m: ModelMap, ps: _ProducerState, i: int, end: int | None, counts: RunCounts) -> None:
+    def _unlock_reader(self, ps: _ProducerState) -> None:
+        if ps.reader is not None:
+            self.rcu.rcu.read_unlock(ps.reader)
+            ps.reader = None
+
+    def _chain(self, m: ModelMap, ps: _ProducerState, i: int, end: int | None, counts: RunCounts,
+               pos: tuple[int, int] = (0, 0)) -> None:
+        """One step of a producer.  An invocation is an RCU read-side section from its start to its end
+        (a BPF program runs under rcu_read_lock; a batch syscall reports no quiescent state before it
+        returns), except that a section longer than ``urgent_qs_ns`` reports one at a chunk boundary."""
         eng = self.machine.engine
         now = eng.now
-        if end is not None and now >= end:
+        if end is not None and now >= end and pos == (0, 0):
             return
         steps = ps.steps
-        if i == 0 and ps.ff:
+        if i == 0 and pos == (0, 0) and ps.ff:
             now = self._fast_forward(m, ps, end)
             if now != eng.now:
                 eng.at(now, self._chain, m, ps, 0, end, counts, prio=1)
                 return
         inv = steps[i]
+        rcu = self.rcu.rcu
+        if pos == (0, 0):
+            ps.reader = rcu.read_lock()
+            ps.reader_since = now
+        elif rcu.model.urgent_qs_ns and now - ps.reader_since >= rcu.model.urgent_qs_ns:
+            self._unlock_reader(ps)                # cond_resched(): an urgent quiescent state
+            ps.reader = rcu.read_lock()
+            ps.reader_since = now
         nerr = counts.errors_total()
-        cost = self._invoke(m, inv, counts)
+        cost, more = self._invoke(m, inv, counts, pos)
         if counts.errors_total() != nerr:
             ps.history.clear()
             ps.clean = False
+        if more is not None:                       # the rest of a long invocation
+            ps.busy = True
+            eng.at(now + cost, self._chain, m, ps, i, end, counts, more)
+            return
+        ps.busy = False
+        eng.at(now + cost, self._unlock_reader, ps, prio=0)
         nxt = i + 1
         if nxt == len(steps):
             if end is None:
@@ -248,6 +302,8 @@ class ModelBackend:
         for ps in states:
             eng.at(start, self._chain, m, ps, 0, end, ps.counts)
         eng.run(until=end)
+        while any(ps.busy for ps in states) and eng.step():   # invocations in flight finish, as in the kernel
+            pass
         for ps in states:
             counts.merge(ps.counts)
             counts.merge(ps.skipped)
@@ -260,7 +316,7 @@ class ModelBackend:
         shared = {cpu for i, a in enumerate(cpus_of) for j, b in enumerate(cpus_of) if i != j for cpu in a if cpu in b}
         self._keys_total = len({k for p in producers for inv in p.steps for op in inv.ops for k in op.keys})
         eligible = self.fast_forward
-        self._passive = {self._chain, self._sample_tick}
+        self._passive = {self._chain, self._sample_tick, self._unlock_reader}
         out = []
         for p, cpus in zip(producers, cpus_of):
             keys = tuple(sorted({k for inv in p.steps for op in inv.ops for k in op.keys}))

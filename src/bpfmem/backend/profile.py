@@ -42,7 +42,8 @@ def _gp(d: dict[str, Any], base: GpModel, what: str) -> GpModel:
                        gp_max_ns=int(float(d.get("gp_max_ms", base.gp_max_ns / MS)) * MS),
                        lazy_delay_ns=int(float(d.get("lazy_ms", base.lazy_delay_ns / MS)) * MS),
                        lazy_lim=int(d.get("lazy_lim", base.lazy_lim)),
-                       gp_sleep_ns=int(float(d.get("gp_sleep_ms", base.gp_sleep_ns / MS)) * MS))
+                       gp_sleep_ns=int(float(d.get("gp_sleep_ms", base.gp_sleep_ns / MS)) * MS),
+                       urgent_qs_ns=int(float(d.get("urgent_qs_ms", base.urgent_qs_ns / MS)) * MS))
     except (TypeError, ValueError) as e:
         raise ProfileError(f"{what}: {e}") from None
 

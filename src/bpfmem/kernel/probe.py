@@ -44,6 +44,19 @@ class ProbeResult:
         return asdict(self)
 
 
+def possible_cpus() -> int:
+    """``num_possible_cpus()`` of the running kernel (/sys/devices/system/cpu/possible)."""
+    try:
+        text = open("/sys/devices/system/cpu/possible").read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
 def _try(fn: object) -> tuple[bool, str]:
     try:
         detail = fn()  # type: ignore[operator]

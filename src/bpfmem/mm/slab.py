@@ -109,6 +109,7 @@ class Slab:
         self.live_objects = 0
         self.live_bytes = 0
         self.kmalloc_calls = 0
+        self.kmalloc_bytes = 0
         self.kfree_calls = 0
         self.failures = 0
         self.fail_after: int | None = None
@@ -128,6 +129,7 @@ class Slab:
         obj = MemObj(self._next_id, size, ksize, charge if charged is not None else 0, charged, kind)
         self.live_objects += 1
         self.live_bytes += ksize
+        self.kmalloc_bytes += ksize
         ins = self.m.instruments
         if ins.active:
             ins.emit("kmalloc", obj)

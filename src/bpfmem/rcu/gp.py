@@ -53,8 +53,13 @@ class RcuStatistics:
 class RcuFlavour:
     """One RCU flavour (``rcu`` or ``rcu_tasks_trace``) with its GP model."""
 
-    def __init__(self, machine: Machine, name: str, model: GpModel) -> None:
+    def __init__(self, machine: Machine, name: str, model: GpModel, reader_seq: list[int] | None = None) -> None:
         self.m = machine
+        # readers of every flavour draw tokens from one sequence, so "entered before this GP began"
+        # is comparable across flavours; also_wait: flavours whose readers this flavour's GP waits for
+        self._seq = reader_seq if reader_seq is not None else [0]
+        self.also_wait: list[RcuFlavour] = []
+        self._waiters: list[RcuFlavour] = []
         self.name = name
         self.model = model
         self.lazy = model.lazy_delay_ns > 0
@@ -67,8 +72,8 @@ class RcuFlavour:
         self._lazy_timer: Timer | None = None
         self._gp_start = 0
         self._gp_first_reader = 0
+        self._implied_first_reader = 0
         self._readers: dict[int, int] = {}
-        self._next_reader = 0
         self._waiting_for_readers = False
         self.callbacks_invoked = 0
         self.calls = 0
@@ -108,20 +113,36 @@ class RcuFlavour:
     # -- readers -------------------------------------------------------------
     def read_lock(self) -> int:
         """Enter a read-side critical section; returns a token for unlock."""
-        self._next_reader += 1
-        self._readers[self._next_reader] = self.m.engine.now
-        return self._next_reader
+        self._seq[0] += 1
+        tok = self._seq[0]
+        self._readers[tok] = self.m.engine.now
+        return tok
 
     def read_unlock(self, token: int) -> None:
         del self._readers[token]
+        self._recheck()
+        for w in self._waiters:
+            w._recheck()
+
+    def _recheck(self) -> None:
         if self._waiting_for_readers and not self._blocking_readers():
             self._waiting_for_readers = False
             self._end_gp()
 
+    def wait_also_for(self, other: RcuFlavour) -> None:
+        """This flavour's GP implies ``other``'s: it also waits for ``other``'s readers."""
+        self.also_wait.append(other)
+        other._waiters.append(self)
+
     def _blocking_readers(self) -> bool:
-        """Readers that entered before the current GP started (by event order)."""
+        """Readers of this flavour that entered before the current GP started, and readers of the
+        flavours it implies that entered before the implied wait began (``_gp_timer``: the tasks-trace
+        GP calls synchronize_rcu() in its post-scan step, near its end)."""
         first_after = self._gp_first_reader
-        return any(tok < first_after for tok in self._readers)
+        if any(tok < first_after for tok in self._readers):
+            return True
+        implied = self._implied_first_reader
+        return any(tok < implied for f in self.also_wait for tok in f._readers)
 
     # -- the state machine ---------------------------------------------------
     def _lazy_timeout(self) -> None:
@@ -148,7 +169,8 @@ class RcuFlavour:
         self._batch, self._queue = self._queue, []
         now = self.m.engine.now
         self._gp_start = now
-        self._gp_first_reader = self._next_reader + 1
+        self._gp_first_reader = self._seq[0] + 1
+        self._implied_first_reader = 0
         self.gps += 1
         ins = self.m.instruments
         if ins.active:
@@ -159,6 +181,7 @@ class RcuFlavour:
         self.m.engine.at(now + dur, self._gp_timer)
 
     def _gp_timer(self) -> None:
+        self._implied_first_reader = self._seq[0] + 1
         if self._blocking_readers():
             self._waiting_for_readers = True
             return

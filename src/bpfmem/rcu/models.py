@@ -8,6 +8,8 @@ not a constant buried in code.
 
 - ``gp_min_ns``/``gp_max_ns``: a grace period lasts a duration chosen by the
   scheduler, uniform in that range;
+- ``urgent_qs_ns``: how long a reader section may hold a GP before the
+  kernel's ``cond_resched()`` reports a quiescent state (``jiffies_till_sched_qs``);
 - ``lazy_delay_ns``/``lazy_lim``/``gp_sleep_ns``: RCU Tasks laziness
   (kernel/rcu/tasks.h, ``rcu_tasks_trace_lazy_ms``, ``rcu_task_lazy_lim``,
   ``gp_sleep``); the state machine is in ``gp.py``.  ``lazy_delay_ns == 0``
@@ -34,6 +36,7 @@ class GpModel:
     lazy_delay_ns: int = 0
     lazy_lim: int = 32
     gp_sleep_ns: int = 0
+    urgent_qs_ns: int = 0
     quantum_ns: int = 100_000
 
     def __post_init__(self) -> None:
@@ -45,6 +48,8 @@ class GpModel:
             raise ValueError("GpModel: quantum_ns must be > 0")
 
 
-RCU_DEFAULT = GpModel(gp_min_ns=4 * MS, gp_max_ns=20 * MS)
+# urgent_qs: after jiffies_till_sched_qs (3 jiffies at HZ=250) a long kernel loop's cond_resched() reports
+# a quiescent state, so a reader section longer than that no longer holds the GP (non-preemptible kernel)
+RCU_DEFAULT = GpModel(gp_min_ns=4 * MS, gp_max_ns=20 * MS, urgent_qs_ns=12 * MS)
 TASKS_TRACE_DEFAULT = GpModel(gp_min_ns=20 * MS, gp_max_ns=35 * MS, lazy_delay_ns=250 * MS, lazy_lim=32,
                               gp_sleep_ns=4 * MS)

@@ -32,9 +32,12 @@ class Rcu:
 
     def __init__(self, machine: Machine, rcu_model: GpModel = RCU_DEFAULT,
                  tasks_trace_model: GpModel = TASKS_TRACE_DEFAULT, *, trace_implies_rcu_gp: bool = True) -> None:
-        self.rcu = RcuFlavour(machine, "rcu", rcu_model)
-        self.tasks_trace = RcuFlavour(machine, "rcu_tasks_trace", tasks_trace_model)
+        seq = [0]
+        self.rcu = RcuFlavour(machine, "rcu", rcu_model, seq)
+        self.tasks_trace = RcuFlavour(machine, "rcu_tasks_trace", tasks_trace_model, seq)
         self.trace_implies_rcu_gp = trace_implies_rcu_gp
+        if trace_implies_rcu_gp:   # the tasks-trace GP contains a synchronize_rcu()
+            self.tasks_trace.wait_also_for(self.rcu)
 
     def statistics(self) -> RcuStateStatistics:
         return RcuStateStatistics(self.rcu.statistics(), self.tasks_trace.statistics())

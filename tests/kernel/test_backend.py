@@ -1,0 +1,189 @@
+"""The kernel backend: probing, cleanup, unprivileged refusal, and the model checked against the kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bpfmem.cli import main
+
+from . import require_kernel_backend
+
+KIB = 1024
+
+
+def leftovers() -> tuple[list[str], list[int], int]:
+    """bpfmem cgroups under ours, our child processes, our open BPF map fds."""
+    from bpfmem.kernel.cgroup import leftover_cgroups, memcg_layout
+    lay = memcg_layout()
+    cgs = leftover_cgroups(lay) if lay else []
+    kids = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == os.getpid() and stat[0] != "Z":
+                kids.append(int(pid))
+    maps = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if "bpf-map" in os.readlink(f"/proc/self/fd/{fd}"):
+                maps += 1
+        except OSError:
+            pass
+    return cgs, kids, maps
+
+
+def test_probe_lists_what_the_kernel_allows(capsys: pytest.CaptureFixture[str]) -> None:
+    require_kernel_backend()
+    rc = main(["kernel", "probe", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    names = {i["name"]: i for i in doc["items"]}
+    assert names["bpf"]["ok"] and names["memcg"]["ok"] and names["map:hash"]["ok"]
+    assert "prog:socket_filter+test_run" in names and "map:arena" in names
+    assert doc["cpus"] >= 1 and doc["kernel"]
+
+
+def test_a_kernel_run_leaves_no_cgroup_map_or_process_behind() -> None:
+    require_kernel_backend()
+    from bpfmem.bench import run_htab_mem
+    from bpfmem.kernel.backend import KernelBackend
+    from bpfmem.workloads import HtabMemConfig, htab_mem
+    before = leftovers()
+    with KernelBackend(2) as kb:
+        r = run_htab_mem(kb, htab_mem(HtabMemConfig("add_del_on_diff_cpu", 2)), "v6.6",
+                         duration_ns=200_000_000, idle_ns=100_000_000)
+    assert r.ops > 0 and r.backend == "kernel" and r.breakdown is None and not r.modelled
+    assert r.after_close_bytes <= 8 * KIB
+    assert leftovers() == before
+
+
+def test_an_exception_mid_run_still_cleans_up() -> None:
+    require_kernel_backend()
+    from bpfmem.backend.protocol import MapSpec
+    from bpfmem.kernel.backend import KernelBackend
+    before = leftovers()
+    with pytest.raises(RuntimeError, match="boom"):
+        with KernelBackend(1) as kb:
+            kb.map_create(MapSpec("hash", 4, 8, 1000))
+            assert leftovers() != before
+            raise RuntimeError("boom")
+    assert leftovers() == before
+
+
+def test_ctrl_c_stops_a_kernel_bench_and_cleans_up() -> None:
+    require_kernel_backend()
+    from bpfmem.kernel.cgroup import leftover_cgroups, memcg_layout
+    lay = memcg_layout()
+    assert lay is not None
+    before = leftover_cgroups(lay)
+    p = subprocess.Popen([sys.executable, "-m", "bpfmem", "bench", "htab-mem", "--backend", "kernel", "--use-case",
+                          "overwrite", "--duration", "5", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 10
+    while time.time() < deadline and len(leftover_cgroups(lay)) == len(before):
+        time.sleep(0.05)
+    assert len(leftover_cgroups(lay)) > len(before), "the bench never created its cgroup"
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=20)
+    assert p.returncode == 130, err
+    assert leftover_cgroups(lay) == before
+    out = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True)
+    assert out.stdout == b""
+
+
+def drop_all_capabilities() -> None:  # pragma: no cover - runs in the child before exec
+    """Root without capabilities: SECBIT_NOROOT keeps execve from granting them back."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_SECUREBITS, SECBIT_NOROOT, SECBIT_NOROOT_LOCKED = 28, 1, 2
+    if libc.prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECUREBITS)")
+
+    class Hdr(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+    if libc.capset(ctypes.byref(Hdr(0x20080522, 0)), (Data * 2)()) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def test_unprivileged_kernel_commands_exit_2_with_one_line() -> None:
+    """Without CAP_BPF/CAP_SYS_ADMIN every kernel command refuses in one line; the model still works."""
+    require_kernel_backend()
+    for args in (["kernel", "probe"], ["bench", "htab-mem", "--backend", "kernel", "--duration", "0.1"],
+                 ["compare", "--duration", "0.1"], ["calibrate", "--repeat", "1", "--out", "/tmp/x.json"]):
+        p = subprocess.run([sys.executable, "-m", "bpfmem", *args], capture_output=True, text=True,
+                           preexec_fn=drop_all_capabilities, timeout=60)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2, (args, p.stderr)
+        assert len(lines) == 1 and lines[0].startswith("bpfmem:") and "bpf" in lines[0], lines
+    p = subprocess.run([sys.executable, "-m", "bpfmem", "bench", "htab-mem", "--use-case", "overwrite", "--cpus", "2",
+                        "--duration", "0.1", "--idle", "0.1", "--json"], capture_output=True, text=True,
+                       preexec_fn=drop_all_capabilities, timeout=60)
+    assert p.returncode == 0 and json.loads(p.stdout)["results"][0]["backend"] == "model"
+
+
+def compare(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    rc = main(["compare", *args, "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    return json.loads(out)
+
+
+CASES = [(pol, uc, vs, n) for pol in ("v6.6", "prealloc") for uc in ("overwrite", "batch_add_batch_del")
+         for vs, n in ((8, 1000), (1024, 10_000))]
+
+
+@pytest.mark.parametrize("policy,use_case,value,n", CASES)
+def test_model_within_5_percent_of_the_kernel(capsys: pytest.CaptureFixture[str], policy: str, use_case: str,
+                                             value: int, n: int) -> None:
+    """Steady and peak bytes within 5 %; after-idle and after-poke inside the kernel's spread (± resolution);
+    the poke-to-release delay inside the kernel's range; the charge per element exact."""
+    require_kernel_backend()
+    doc = compare(capsys, "--policy", policy, "--use-case", use_case, "--cpus", "1", "--batch", str(n),
+                  "--value-size", str(value), "--duration", "0.6", "--idle", "0.6", "--repeat", "3")
+    m = doc["cases"][0]["metrics"]
+    for k in ("steady_bytes", "peak_bytes"):
+        assert abs(m[k]["rel_error"]) <= 0.05, (k, m[k])
+    for k in ("after_idle_bytes", "after_poke_bytes"):
+        assert m[k]["inside"], (k, m[k])
+    if policy == "v6.6":
+        r = m["poke_release_ms"]
+        assert r["kernel_min"] - 10 <= r["model"] <= r["kernel_max"] + 10, r
+    assert doc["element_charge"]["exact"], doc["element_charge"]
+
+
+def test_add_del_on_diff_cpu_model_inside_the_kernel_range(capsys: pytest.CaptureFixture[str]) -> None:
+    require_kernel_backend()
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 CPUs")
+    doc = compare(capsys, "--use-case", "add_del_on_diff_cpu", "--cpus", "2", "--duration", "0.6", "--idle", "0.6",
+                  "--repeat", "3", "--no-elem-charge")
+    m = doc["cases"][0]["metrics"]
+    for k in ("steady_bytes", "peak_bytes", "after_idle_bytes", "after_poke_bytes"):
+        assert m[k]["inside"], (k, m[k])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy,use_case,value,n", [(p, u, v, n) for p in ("v6.6", "prealloc")
+                                                     for u in ("overwrite", "batch_add_batch_del")
+                                                     for v, n in ((8, 100_000), (4000, 1000), (4000, 100_000))])
+def test_model_within_5_percent_of_the_kernel_large(capsys: pytest.CaptureFixture[str], policy: str, use_case: str,
+                                                   value: int, n: int) -> None:
+    require_kernel_backend()
+    doc = compare(capsys, "--policy", policy, "--use-case", use_case, "--cpus", "1", "--batch", str(n),
+                  "--value-size", str(value), "--duration", "4", "--idle", "1", "--repeat", "2", "--no-elem-charge")
+    m = doc["cases"][0]["metrics"]
+    for k in ("steady_bytes", "peak_bytes"):
+        assert abs(m[k]["rel_error"]) <= 0.05, (k, m[k])
