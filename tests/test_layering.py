@@ -14,6 +14,7 @@ ALLOWED: dict[str, set[str]] = {
     "mm": {"sim"},
     "alloc": {"sim", "rcu", "mm"},
     "maps": {"sim", "rcu", "mm", "alloc"},
+    "arena": {"sim", "rcu", "mm", "alloc"},
     "workloads": {"backend.protocol"},
     "report": set(),
     "bench": {"workloads", "backend.protocol", "report"},
