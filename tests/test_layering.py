@@ -17,6 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "arena": {"sim", "rcu", "mm", "alloc"},
     "workloads": {"backend.protocol"},
     "report": set(),
+    "userspace": set(),
     "bench": {"workloads", "backend.protocol", "report"},
     "backend.protocol": set(),
     "backend.model": {"sim", "rcu", "mm", "alloc", "maps", "backend.protocol", "backend.costs"},

@@ -92,7 +92,7 @@ class UserSpace:
 
     def get_unmapped_area(self, addr: int, length: int, flags: int) -> int:
         """Top-down search below the lowest mapping; a free hint is honoured; MAP_FIXED is taken as is."""
-        if flags & MAP_FIXED:
+        if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
             return addr
         if addr and self.is_free(addr, length):
             return addr
@@ -305,10 +305,10 @@ class BpfArena:
                 raise ArenaError(EINVAL, f"address must be user_vm_start 0x{self.user_vm_start:x}")
         ret = self.user.get_unmapped_area(addr, length * 2, flags)
         if (ret >> 32) != ((ret + length - 1) >> 32):
-            ret = -(-ret // SZ_4G) * SZ_4G
-            if flags & MAP_FIXED_NOREPLACE:
-                raise ArenaError(EEXIST, "MAP_FIXED_NOREPLACE at an address the arena must move")
-        if not (flags & MAP_FIXED) and not self.user.is_free(ret, length):
+            ret = -(-ret // SZ_4G) * SZ_4G           # round_up(ret, SZ_4G), even under MAP_FIXED
+        if flags & MAP_FIXED_NOREPLACE and not self.user.is_free(ret, length):
+            raise ArenaError(EEXIST, f"MAP_FIXED_NOREPLACE: 0x{ret:x} is already mapped")
+        if not (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) and not self.user.is_free(ret, length):
             ret = self.user.get_unmapped_area(0, length * 2, 0)
         if self.vma is not None or (self.user_vm_start and self.user_vm_start != ret):
             raise ArenaError(EBUSY, "arena already mapped at another address")

@@ -1,0 +1,1 @@
+"""User-space (and BPF-side) access to arenas, independent of which arena is behind them."""

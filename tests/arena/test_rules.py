@@ -1,0 +1,150 @@
+"""Arena creation and mmap rules (docs/measurements.md §5): the same test on the model and the kernel."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import pytest
+
+from bpfmem.arena import arena as M
+
+from ..kernel import require_kernel_backend
+
+G4 = 1 << 32
+PAGE = 4096
+MMAPABLE, SEGV, NO_USER_CONV, NO_PREALLOC = 1 << 10, 1 << 17, 1 << 18, 1
+
+
+class ModelSide:
+    name = "model"
+
+    def __init__(self) -> None:
+        self.user = M.UserSpace()
+
+    def create(self, n: int, flags: int, map_extra: int = 0, key: int = 0, value: int = 0) -> Any:
+        return M.BpfArena(n, flags, map_extra, key_size=key, value_size=value, user=self.user)
+
+    def mmap(self, a: Any, addr: int, length: int, flags: int = M.MAP_SHARED) -> int:
+        return a.mmap(addr, length, flags=flags)
+
+    def munmap(self, a: Any) -> None:
+        a.munmap()
+
+    def write(self, a: Any, addr: int, data: bytes) -> None:
+        a.user_write(addr, data)
+
+    def read(self, a: Any, addr: int, n: int) -> bytes:
+        return a.user_read(addr, n)
+
+    def close(self, a: Any) -> None:
+        a.close()
+
+
+class KernelSide:
+    name = "kernel"
+
+    def __init__(self) -> None:
+        require_kernel_backend()
+        from bpfmem.kernel import arena as K
+        self.K = K
+        self.live: list[Any] = []
+
+    def create(self, n: int, flags: int, map_extra: int = 0, key: int = 0, value: int = 0) -> Any:
+        a = self.K.KernelArena(n, flags, map_extra, bmap=self.K.arena_create(n, flags, map_extra, key, value))
+        self.live.append(a)
+        return a
+
+    def mmap(self, a: Any, addr: int, length: int, flags: int = M.MAP_SHARED) -> int:
+        return a.mmap(addr, length, flags=flags)
+
+    def munmap(self, a: Any) -> None:
+        a.munmap()
+
+    def write(self, a: Any, addr: int, data: bytes) -> None:
+        a.user_write(addr, data)
+
+    def read(self, a: Any, addr: int, n: int) -> bytes:
+        return a.user_read(addr, n)
+
+    def close(self, a: Any) -> None:
+        a.close()
+
+
+@pytest.fixture(params=["model", "kernel"])
+def side(request: pytest.FixtureRequest) -> Any:
+    s = ModelSide() if request.param == "model" else KernelSide()
+    yield s
+    for a in getattr(s, "live", []):
+        a.close()
+
+
+def outcome(fn: Any, *args: Any) -> str:
+    try:
+        fn(*args)
+        return "OK"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+
+CREATE = [
+    ((1, MMAPABLE), "OK"), ((1 << 20, MMAPABLE), "OK"), (((1 << 20) + 1, MMAPABLE), "E2BIG"),
+    ((0, MMAPABLE), "EINVAL"), ((16, 0), "EINVAL"), ((16, MMAPABLE | NO_PREALLOC), "EINVAL"),
+    ((16, MMAPABLE, 0, 4, 0), "EINVAL"), ((16, MMAPABLE, 0, 0, 8), "EINVAL"),
+    ((16, MMAPABLE | SEGV), "OK"), ((16, MMAPABLE | NO_USER_CONV), "OK"),
+    ((16, MMAPABLE, 0x10001), "EINVAL"), ((16, MMAPABLE, 0x7F00_0000_0000 - PAGE), "ERANGE"),
+    ((16, MMAPABLE, 0x7F00_0000_0000), "OK"), ((16, MMAPABLE, 0x10000), "OK"),
+]
+
+
+@pytest.mark.parametrize("args,want", CREATE)
+def test_creation_rules(side: Any, args: tuple[int, ...], want: str) -> None:
+    assert outcome(side.create, *args) == want
+
+
+def test_map_private_is_refused_and_lengths_up_to_4g_are_taken(side: Any) -> None:
+    a = side.create(16, MMAPABLE)
+    assert outcome(side.mmap, a, 0, 16 * PAGE, M.MAP_PRIVATE) == "EINVAL"
+    assert outcome(side.mmap, a, 0, G4 + PAGE) == "E2BIG"
+    b = side.create(16, MMAPABLE)
+    addr = side.mmap(b, 0, 32 * PAGE)                 # twice max_entries: accepted
+    assert addr % PAGE == 0 and (addr >> 32) == ((addr + 32 * PAGE - 1) >> 32)
+    c = side.create(16, MMAPABLE)
+    assert outcome(side.mmap, c, 0, 8 * PAGE) == "OK"  # half: accepted
+
+
+def test_first_mmap_pins_the_address(side: Any) -> None:
+    a = side.create(16, MMAPABLE)
+    addr = side.mmap(a, 0, 16 * PAGE)
+    side.write(a, addr + 100, b"kept")
+    assert outcome(side.mmap, a, addr, 16 * PAGE) == "EBUSY"     # still mapped: a second mapping
+    side.munmap(a)
+    assert outcome(side.mmap, a, 0, 16 * PAGE) == "EINVAL"       # no hint: refused
+    assert side.mmap(a, addr, 16 * PAGE) == addr                 # the same hint: same place, same data
+    assert side.read(a, addr + 100, 4) == b"kept"
+
+
+def test_map_extra_fixes_the_address(side: Any) -> None:
+    extra = 0x7E00_0000_0000
+    a = side.create(16, MMAPABLE, extra)
+    assert outcome(side.mmap, a, 0, 16 * PAGE) == "EINVAL"
+    assert side.mmap(a, extra, 16 * PAGE) == extra
+
+
+def test_placement_never_crosses_4g_and_a_full_arena_is_4g_aligned(side: Any) -> None:
+    a = side.create(4096, MMAPABLE)
+    addr = side.mmap(a, 0, 4096 * PAGE)
+    assert (addr >> 32) == ((addr + 4096 * PAGE - 1) >> 32)
+    b = side.create(1 << 20, MMAPABLE)
+    assert side.mmap(b, 0, G4) % G4 == 0
+
+
+def test_map_fixed_across_a_4g_boundary_moves_to_the_boundary(side: Any) -> None:
+    """MAP_FIXED is silently moved up to the boundary; MAP_FIXED_NOREPLACE too, or EEXIST when that is taken."""
+    boundary = 0x7D00_0000_0000
+    a = side.create(16, MMAPABLE)
+    assert side.mmap(a, boundary - 4 * PAGE, 16 * PAGE, M.MAP_SHARED | M.MAP_FIXED) == boundary
+    b = side.create(16, MMAPABLE)
+    assert outcome(side.mmap, b, boundary - 4 * PAGE, 16 * PAGE, M.MAP_SHARED | M.MAP_FIXED_NOREPLACE) == "EEXIST"
+    c = side.create(16, MMAPABLE)
+    assert side.mmap(c, boundary + G4 - 4 * PAGE, 16 * PAGE, M.MAP_SHARED | M.MAP_FIXED_NOREPLACE) == boundary + G4
