@@ -114,3 +114,38 @@ def test_user_space_builds_the_seed_table_in_a_real_arena_and_reads_it_back() ->
     finally:
         ka.close()
         cg.remove()
+
+
+def test_a_sleepable_program_allocates_pages_with_the_kfunc_and_python_reads_them() -> None:
+    """bpf_arena_alloc_pages called from a hand-assembled SYSCALL program; the address it returns and the
+    marker it wrote through an address-space cast are read from Python; SEGV_ON_FAULT then lets user space
+    read exactly those pages; the pages are charged to the map creator."""
+    require_kernel_backend()
+    from bpfmem.kernel import syscall as S
+    from bpfmem.kernel.arena import ArenaFault, KernelArena, arena_create
+    from bpfmem.kernel.cgroup import ChildMemcg, create_in, memcg_layout
+    flags = BPF_F_MMAPABLE | (1 << 17)
+    cg = ChildMemcg(memcg_layout(), "arena")  # type: ignore[arg-type]
+    fd = create_in(cg, lambda: arena_create(64, flags).release())
+    ka = KernelArena(64, flags, bmap=S.BpfMap(fd, 33, 0, 0, 64, flags))
+    try:
+        addr = ka.mmap()
+        base = cg.usage()
+        got = ka.bpf_arena_alloc_pages(0, 3, marker=0x1122334455667788)
+        assert got == addr                                  # first fit: the arena's first page
+        assert ka.user_read(got, 8) == (0x1122334455667788).to_bytes(8, "little")
+        assert ka.user_read(got + 2 * PAGE, 8) == bytes(8)
+        assert abs((cg.usage() - base) - 3 * PAGE) <= 8
+        again = ka.bpf_arena_alloc_pages(addr + PAGE, 1)
+        assert again == 0                                   # taken
+        try:
+            ka.user_read(addr + 10 * PAGE, 1)
+            raise AssertionError("a never-allocated page must be refused under SEGV_ON_FAULT")
+        except ArenaFault:
+            pass
+        m = BpfArena(64, flags, memcg=MemCgroup())
+        m.mmap(0, 64 * PAGE)
+        assert m.bpf_arena_alloc_pages(0, 3) == m.user_vm_start and m.bpf_arena_alloc_pages(m.user_vm_start + PAGE, 1) == 0
+    finally:
+        ka.close()
+        cg.remove()

@@ -71,7 +71,8 @@ class KernelArena:
         self.user_vm_start = 0
         self.user_vm_end = 0
         self.length = 0
-        self.allocated: set[int] = set()     # pages this process made exist (non-SEGV faults)
+        self.allocated: set[int] = set()     # pages known to exist (user faults, program allocations)
+        self._prog: object | None = None
 
     def mmap(self, addr: int = 0, length: int | None = None, flags: int = MAP_SHARED,
              prot: int = PROT_READ | PROT_WRITE) -> int:
@@ -115,16 +116,35 @@ class KernelArena:
             return ptr32 & 0xFFFF_FFFF
         return (self.user_vm_start & ~0xFFFF_FFFF) | (ptr32 & 0xFFFF_FFFF) if ptr32 else 0
 
+    def bpf_arena_alloc_pages(self, addr: int, page_cnt: int, node_id: int = -1, flags: int = 0,
+                              marker: int = 0) -> int:
+        """Run the real kfunc from a sleepable program (``arena_prog``); it writes ``marker`` to the
+        first page.  Returns the full user address or 0."""
+        if flags or node_id != -1:
+            raise ValueError("the program passes flags 0 and NUMA_NO_NODE")
+        if not self.length:
+            raise ArenaFault("mmap the arena first: a program needs its user address")
+        if self._prog is None:
+            from .arena_prog import ArenaAllocProgram
+            self._prog = ArenaAllocProgram(self.map)
+        got = int(self._prog.alloc(addr, page_cnt, marker))
+        if got:
+            first = (got - self.user_vm_start) // PAGE_SIZE
+            self.allocated.update(range(first, first + page_cnt))
+        return got
+
     def _no_program(self, *_a: object) -> int:
-        raise NotImplementedError("the BPF side of a kernel arena needs a loaded program "
-                                  "(see docs/arena.md: bpf_arena_alloc_pages from a syscall program)")
+        raise NotImplementedError("program-side loads, stores and frees on a kernel arena are not driven "
+                                  "from Python; see docs/arena.md")
 
     bpf_load: Callable[..., bytes] = _no_program  # type: ignore[assignment]
     bpf_store: Callable[..., None] = _no_program  # type: ignore[assignment]
-    bpf_arena_alloc_pages: Callable[..., int] = _no_program
     bpf_arena_free_pages: Callable[..., None] = _no_program  # type: ignore[assignment]
 
     def close(self) -> None:
+        if self._prog is not None:
+            self._prog.close()
+            self._prog = None
         self.munmap()
         self.map.close()
 
