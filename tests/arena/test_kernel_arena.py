@@ -149,3 +149,19 @@ def test_a_sleepable_program_allocates_pages_with_the_kfunc_and_python_reads_the
     finally:
         ka.close()
         cg.remove()
+
+
+def test_arena_vs_htab_model_agrees_with_the_kernel(capsys) -> None:  # type: ignore[no-untyped-def]
+    require_kernel_backend()
+    import json
+
+    from bpfmem.cli import main
+    assert main(["bench", "arena-vs-htab", "--backend", "both", "--elements", "5000", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["results"]
+    by = {(r["structure"].split()[0], r["backend"]): r for r in rows}
+    for kind in ("htab", "arena"):
+        m, k = by[(kind, "model")], by[(kind, "kernel")]
+        assert abs(m["bytes_per_element"] - k["bytes_per_element"]) <= 0.03 * k["bytes_per_element"], (m, k)
+    assert main(["arena", "example", "--backend", "kernel", "--direction", "user-to-bpf", "--elements", "400",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["correct"]

@@ -1,6 +1,6 @@
 """The bpfmem command line."""
 
 from .main import cli, entry, main
-from . import kernel_cmds  # noqa: F401  (registers kernel probe, compare, calibrate)
+from . import arena_cmds, kernel_cmds  # noqa: F401  (register their commands)
 
 __all__ = ["cli", "entry", "main"]
