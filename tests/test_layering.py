@@ -18,6 +18,8 @@ ALLOWED: dict[str, set[str]] = {
     "workloads": {"backend.protocol"},
     "report": set(),
     "userspace": set(),
+    "check": {"sim"},
+    "explore": {"*"},
     "bench": {"workloads", "backend.protocol", "report"},
     "backend.protocol": set(),
     "backend.model": {"sim", "rcu", "mm", "alloc", "maps", "backend.protocol", "backend.costs"},

@@ -499,7 +499,10 @@ def bpf_mem_cache_free_rcu(ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> Non
     ma.outstanding -= 1
     c = _this_cache(ma, cpu)
     _emit_free(ma, cpu, c, obj, "free_rcu")
-    unit_free_rcu(c, obj)
+    if ma.profile.free_rcu_waits_for_gp:
+        unit_free_rcu(c, obj)
+    else:
+        unit_free(c, obj)           # a planted bug (explorer policy), never a kernel profile
 
 
 def bpf_mem_alloc(ma: BpfMemAlloc, cpu: Cpu, size: int) -> MemObj | None:

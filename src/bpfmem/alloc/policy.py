@@ -60,6 +60,8 @@ class MemAllocProfile:
     kernel = ""
     uses_hint = False
     has_free_rcu = False
+    # fault injection for the explorer: False plants the bug "free_rcu reuses at once" (no kernel has it)
+    free_rcu_waits_for_gp = True
     list_names: dict[str, str] = {
         "free_by_rcu_ttrace": "free_by_rcu_ttrace",
         "waiting_for_gp_ttrace": "waiting_for_gp_ttrace",

@@ -30,6 +30,8 @@ class CostModel:
     value_copy_ns_per_kb: float = 0.0  # per KiB of value copied by an update
     kfree_ns: int = 60
     prealloc_factor: float = 0.6    # preallocated maps skip the allocator
+    llc_bytes: int = 32 << 20       # last-level cache: maps larger than this miss in it
+    miss_ns: float = 0.0            # extra ns per map op when the whole map misses the cache
     handoff_ns: int = 2_000         # barrier wake-up of the other thread of a pair
     source: str = "estimate for a 2-CPU 6.18 VM from docs/measurements.md §2, §7 (not fitted)"
 

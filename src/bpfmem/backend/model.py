@@ -133,6 +133,9 @@ class ModelBackend:
         c = self.costs
         cost = c.invocation_ns if pos == (0, 0) else 0
         copy_ns = c.value_copy_ns_per_kb * m.spec.value_size / 1024
+        charged = m.memcg.usage
+        # a map much larger than the last-level cache pays a miss on most operations
+        miss = c.miss_ns * (1 - c.llc_bytes / charged) if c.miss_ns and charged > c.llc_bytes else 0.0
         errors: dict[int, int] = {}
         op_i, first = pos
         budget = CHUNK
@@ -168,6 +171,8 @@ class ModelBackend:
                 break
         for errno, cnt in errors.items():
             counts.add_error(ERRNO_NAMES.get(errno, str(errno)), cnt)
+        if miss:
+            cost += int(miss * (CHUNK - budget))
         if h.prealloc:
             cost = int(cost * c.prealloc_factor)
         nk = slab.kmalloc_calls - k0

@@ -177,6 +177,23 @@ def _hz() -> int:
     return 250
 
 
+def _llc_bytes() -> int:
+    """Size of the largest CPU cache level (sysfs), else 32 MiB."""
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for d in os.listdir(base):
+            try:
+                text = open(os.path.join(base, d, "size")).read().strip()
+            except OSError:
+                continue
+            mult = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+            best = max(best, int(text.rstrip("KM")) * mult)
+    except OSError:
+        pass
+    return best or 32 << 20
+
+
 def _lazy_ms() -> float:
     """rcupdate.rcu_tasks_trace_lazy_ms (-1 means HZ/4)."""
     try:
@@ -207,7 +224,7 @@ def calibrate(driver: str, repeat: int, out: str, as_json: bool) -> None:
     releases: list[float] = []
     per_op: dict[str, list[float]] = {}
     with progress_bar(sys.stderr.isatty()) as prog:
-        task = prog.add_task("calibrate", total=repeat * 8)
+        task = prog.add_task("calibrate", total=repeat * 8 + 1)
         for _ in range(repeat):
             # grace-period timing: the poke's pile is freed lazy + one tasks-trace GP later
             wl = htab_mem(HtabMemConfig("batch_add_batch_del", 1, batch=1000, max_entries=8192))
@@ -243,6 +260,18 @@ def calibrate(driver: str, repeat: int, out: str, as_json: bool) -> None:
                         kb.map_close(m)
                 per_op.setdefault(name, []).append(c.elapsed_ns / len(keys))
                 prog.advance(task)
+        # a map far larger than the cache: overwrite of 100k elements of 4000 B (about 400 MiB), once
+        wl = htab_mem(HtabMemConfig("overwrite", 1, value_size=4000, batch=100_000, max_entries=100_000, poke=0))
+        with open_kernel(1, driver, "v6.6") as kb:
+            m = kb.map_create(wl.map_spec)
+            try:
+                kb.execute(m, wl.producers[0].steps)
+                big_charge = kb.sample(m).charged
+                c = kb.run(m, wl.producers, 2 * NSEC_PER_SEC)
+            finally:
+                kb.map_close(m)
+        per_op["replace100k_4000"] = [c.elapsed_ns / max(c.ops, 1)]
+        prog.advance(task)
     med = {k: statistics.median(v) for k, v in per_op.items()}
     # per invocation = a + b*N: from N=64 and N=1024
     b_replace = (med["replace1k"] * 1024 - med["replace64"] * 64) / (1024 - 64)
@@ -253,7 +282,12 @@ def calibrate(driver: str, repeat: int, out: str, as_json: bool) -> None:
     # a fresh fill: update_new + copy + one kmalloc per element (unit 72 B resp. 4064 B)
     kmalloc = max(med["fill_8"] - update_new, 0.0)
     kmalloc_per_kb = max((med["fill_4000"] - med["fill_8"] - copy_per_kb * 3992 / 1024) / (4064 / 1024), 0.0)
+    llc = _llc_bytes()
+    small = b_replace + copy_per_kb * 3992 / 1024 + a_inv / 100_000
+    frac = max(1 - llc / big_charge, 0.01) if big_charge > llc else 1.0
+    miss = max((med["replace100k_4000"] - small) / frac, 0.0)
     costs = {"invocation_ns": round(a_inv), "update_replace_ns": round(b_replace),
+             "llc_bytes": llc, "miss_ns": round(miss, 1),
              "update_new_ns": round(update_new), "delete_ns": round(b_adddel * 0.9),
              "kmalloc_ns": round(kmalloc), "kmalloc_ns_per_kb": round(kmalloc_per_kb, 1),
              "value_copy_ns_per_kb": round(copy_per_kb, 1),

@@ -70,7 +70,7 @@ class MemObj:
     percpu bpf_mem_alloc object).
     """
 
-    __slots__ = ("id", "size", "ksize", "charge", "memcg", "kind", "hdr", "payload", "freed")
+    __slots__ = ("id", "size", "ksize", "charge", "memcg", "kind", "hdr", "payload", "freed", "fields")
 
     def __init__(self, oid: int, size: int, ksize: int, charge: int, memcg: MemCgroup | None, kind: str) -> None:
         self.id = oid
@@ -82,6 +82,7 @@ class MemObj:
         self.hdr: Any = None
         self.payload: MemObj | None = None
         self.freed = False
+        self.fields: dict[str, Any] | None = None   # what model programs store in the object
 
     def __repr__(self) -> str:
         return f"obj#{self.id}"

@@ -1,0 +1,1 @@
+"""Schedule exploration: model programs, scenarios, strategies, replay (where model, workloads and checker meet)."""
