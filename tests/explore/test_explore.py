@@ -78,3 +78,26 @@ def test_cli_explore_and_replay(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explore", "nope"]) == 2
     assert main(["replay", "garbage"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+def test_interrupts_can_arrive_at_the_labelled_points_of_the_kernel_paths() -> None:
+    """An NMI program can run at each labelled point; the lists stay consistent wherever it lands."""
+    from bpfmem.explore.runtime import Run
+    from bpfmem.explore.scenarios import setup_htab
+    from bpfmem.sim import RandomScheduler
+    seen: set[str] = set()
+    for seed in range(300):
+        run = Run(2, RandomScheduler(seed), {})
+        setup_htab(run, "free_rcu")
+        for cpu in run.m.cpus:
+            def hook(c, label, inner=cpu.point_hook):  # type: ignore[no-untyped-def]
+                seen.add(label)
+                if inner is not None:
+                    inner(c, label)
+            cpu.point_hook = hook
+        run.execute()
+    want = {"unit_alloc:irqs_off", "unit_alloc:active", "unit_free_rcu:active", "htab_update:locked",
+            "htab_delete:locked", "htab_lookup"}
+    assert want <= seen, want - seen
+    r = explore("nmi_reentrancy", "free", "random", 3000, keep_all=True)
+    assert r.unaccepted == 0 and "invariant" not in r.found_kinds and "leak" not in r.found_kinds

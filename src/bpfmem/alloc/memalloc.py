@@ -217,6 +217,9 @@ def dec_active(c: BpfMemCache) -> None:
 def add_obj_to_free_list(c: BpfMemCache, obj: MemObj) -> None:
     """``add_obj_to_free_list()``."""
     inc_active(c)
+    hook = c.cpu.point_hook
+    if hook is not None:
+        hook(c.cpu, "alloc_bulk:add_obj_active")
     c.free_llist.append(obj)
     c.free_cnt += 1
     dec_active(c)
@@ -303,6 +306,9 @@ def free_bulk(c: BpfMemCache) -> None:
             obj = None
             cnt = 0
         dec_active(c)
+        hook = c.cpu.point_hook
+        if hook is not None:
+            hook(c.cpu, "free_bulk:after_pop")
         if obj is not None:
             enque_to_free(tgt, obj)
         if not cnt > limit:
@@ -339,6 +345,9 @@ def check_free_by_rcu(c: BpfMemCache) -> None:
     if c.waiting_for_gp:
         raise ModelInvariantError(f"{c}: waiting_for_gp not empty (WARN_ON_ONCE in check_free_by_rcu)")
     inc_active(c)
+    hook = c.cpu.point_hook
+    if hook is not None:
+        hook(c.cpu, "check_free_by_rcu:active")
     c.waiting_for_gp, c.free_by_rcu = c.free_by_rcu, []
     dec_active(c)
     if c.draining:

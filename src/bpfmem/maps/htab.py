@@ -382,6 +382,8 @@ class BpfHtab:
         if flags & ~BPF_F_LOCK > BPF_EXIST:
             return -EINVAL
         cpu.irq_off += 1                                # htab_lock_bucket(): IRQs off
+        if cpu.point_hook is not None:
+            cpu.point_hook(cpu, "htab_update:locked")
         l_old = self.table.get(key)
         if l_old is not None:
             if flags & ~BPF_F_LOCK == BPF_NOEXIST:
@@ -403,6 +405,8 @@ class BpfHtab:
     def delete(self, cpu: Cpu, key: int) -> int:
         """``htab_map_delete_elem()``: 0 or -ENOENT."""
         cpu.irq_off += 1
+        if cpu.point_hook is not None:
+            cpu.point_hook(cpu, "htab_delete:locked")
         elem = self.table.pop(key, None)
         self._unlock(cpu)
         if elem is None:
@@ -443,7 +447,9 @@ class BpfHtab:
         return ok
 
     def lookup(self, cpu: Cpu, key: int) -> MemObj | None:
-        """``htab_map_lookup_elem()``: the element (the program's pointer), or None."""
+        """``htab_map_lookup_elem()``: the element (the program's pointer), or None (lockless)."""
+        if cpu.point_hook is not None:
+            cpu.point_hook(cpu, "htab_lookup")
         return self.table.get(key)
 
     @staticmethod
