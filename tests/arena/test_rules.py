@@ -16,14 +16,8 @@ PAGE = 4096
 MMAPABLE, SEGV, NO_USER_CONV, NO_PREALLOC = 1 << 10, 1 << 17, 1 << 18, 1
 
 
-class ModelSide:
-    name = "model"
-
-    def __init__(self) -> None:
-        self.user = M.UserSpace()
-
-    def create(self, n: int, flags: int, map_extra: int = 0, key: int = 0, value: int = 0) -> Any:
-        return M.BpfArena(n, flags, map_extra, key_size=key, value_size=value, user=self.user)
+class _Side:
+    """What the rules need of an arena; the model's and the kernel's arenas share these method names."""
 
     def mmap(self, a: Any, addr: int, length: int, flags: int = M.MAP_SHARED) -> int:
         return a.mmap(addr, length, flags=flags)
@@ -41,7 +35,17 @@ class ModelSide:
         a.close()
 
 
-class KernelSide:
+class ModelSide(_Side):
+    name = "model"
+
+    def __init__(self) -> None:
+        self.user = M.UserSpace()
+
+    def create(self, n: int, flags: int, map_extra: int = 0, key: int = 0, value: int = 0) -> Any:
+        return M.BpfArena(n, flags, map_extra, key_size=key, value_size=value, user=self.user)
+
+
+class KernelSide(_Side):
     name = "kernel"
 
     def __init__(self) -> None:
@@ -54,21 +58,6 @@ class KernelSide:
         a = self.K.KernelArena(n, flags, map_extra, bmap=self.K.arena_create(n, flags, map_extra, key, value))
         self.live.append(a)
         return a
-
-    def mmap(self, a: Any, addr: int, length: int, flags: int = M.MAP_SHARED) -> int:
-        return a.mmap(addr, length, flags=flags)
-
-    def munmap(self, a: Any) -> None:
-        a.munmap()
-
-    def write(self, a: Any, addr: int, data: bytes) -> None:
-        a.user_write(addr, data)
-
-    def read(self, a: Any, addr: int, n: int) -> bytes:
-        return a.user_read(addr, n)
-
-    def close(self, a: Any) -> None:
-        a.close()
 
 
 @pytest.fixture(params=["model", "kernel"])

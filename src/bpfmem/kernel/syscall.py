@@ -173,20 +173,20 @@ def map_update_batch(m: BpfMap, keys: C.Array[Any], values: C.Array[Any], count:
     a = U.MapBatchAttr(keys=C.addressof(keys) + start * m.key_size,
                        values=C.addressof(values) + start * m.value_size, count=count, map_fd=m.fd,
                        elem_flags=elem_flags)
-    try:
-        bpf(U.BPF_MAP_UPDATE_BATCH, a)
-    except BpfSyscallError as e:
-        e.attrs["done"] = a.count
-        raise
-    return int(a.count)
+    return _batch(U.BPF_MAP_UPDATE_BATCH, a)
 
 
 def map_delete_batch(m: BpfMap, keys: C.Array[Any], count: int, start: int = 0) -> int:
     """``BPF_MAP_DELETE_BATCH`` of keys[start:start+count]: stops at the first missing key (ENOENT);
     returns how many were deleted."""
     a = U.MapBatchAttr(keys=C.addressof(keys) + start * m.key_size, count=count, map_fd=m.fd)
+    return _batch(U.BPF_MAP_DELETE_BATCH, a)
+
+
+def _batch(cmd: int, a: U.MapBatchAttr) -> int:
+    """Run a batch command; on failure the error's ``attrs['done']`` says how many elements were done."""
     try:
-        bpf(U.BPF_MAP_DELETE_BATCH, a)
+        bpf(cmd, a)
     except BpfSyscallError as e:
         e.attrs["done"] = a.count
         raise
