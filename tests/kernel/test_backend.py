@@ -122,7 +122,10 @@ def test_unprivileged_kernel_commands_exit_2_with_one_line() -> None:
     """Without CAP_BPF/CAP_SYS_ADMIN every kernel command refuses in one line; the model still works."""
     require_kernel_backend()
     for args in (["kernel", "probe"], ["bench", "htab-mem", "--backend", "kernel", "--duration", "0.1"],
-                 ["compare", "--duration", "0.1"], ["calibrate", "--repeat", "1", "--out", "/tmp/x.json"]):
+                 ["compare", "--duration", "0.1"], ["calibrate", "--repeat", "1", "--out", "/tmp/x.json"],
+                 ["arena", "create", "--max-entries", "16", "--backend", "kernel"],
+                 ["arena", "example", "--backend", "kernel", "--direction", "user-to-bpf"],
+                 ["bench", "arena-vs-htab", "--backend", "kernel"]):
         p = subprocess.run([sys.executable, "-m", "bpfmem", *args], capture_output=True, text=True,
                            preexec_fn=drop_all_capabilities, timeout=60)
         lines = p.stderr.strip().splitlines()

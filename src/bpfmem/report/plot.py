@@ -69,6 +69,7 @@ def plot_htab_mem(results: Sequence[dict[str, Any]], path: str) -> None:
                 acc = bands.setdefault(band_of(k), [0.0] * len(vals))
                 for i, v in enumerate(vals):
                     acc[i] += v / MIB
+            bands = {b: v for b, v in bands.items() if any(v)}
             order = [b for b, _ in BANDS if b in bands] + sorted(b for b in bands if b not in dict(BANDS))
             colors = dict(BANDS)
             n = min(len(t), *(len(bands[b]) for b in order)) if order else 0
@@ -78,8 +79,12 @@ def plot_htab_mem(results: Sequence[dict[str, Any]], path: str) -> None:
         ax.plot(t, total, color="black", lw=0.8, label="memcg charge", zorder=2)
         mode = "modelled" if r.get("modelled", True) else "measured"
         ax.set_title(f"{r['use_case']} / {r['policy']} ({mode})", fontsize=9)
-        for name, start in phases:
-            ax.text(start, 1.0, f" {name}", transform=ax.get_xaxis_transform(), fontsize=6, va="top", color="#555")
+        span = (t[-1] - t[0]) if len(t) > 1 else 1.0
+        for i, (name, start) in enumerate(phases):
+            stop = phases[i + 1][1] if i + 1 < len(phases) else start + span
+            if stop - start >= 0.04 * span:                 # label only phases wide enough to read
+                ax.text(start, 1.0, f" {name}", transform=ax.get_xaxis_transform(), fontsize=6, va="top",
+                        color="#555")
         ax.set_xlabel("time (s)", fontsize=8)
         ax.set_ylabel("MiB", fontsize=8)
         ax.tick_params(labelsize=7)
