@@ -28,7 +28,6 @@ class CostModel:
     kmalloc_ns: int = 90            # per object allocated in a refill
     kmalloc_ns_per_kb: float = 0.0  # extra per KiB of object (zeroing, slab pages)
     value_copy_ns_per_kb: float = 0.0  # per KiB of value copied by an update
-    kfree_ns: int = 60
     prealloc_factor: float = 0.6    # preallocated maps skip the allocator
     llc_bytes: int = 32 << 20       # last-level cache: maps larger than this miss in it
     miss_ns: float = 0.0            # extra ns per map op when the whole map misses the cache

@@ -62,10 +62,6 @@ class Thread:
     delivered: bool = False
 
 
-class StopExploration(Exception):
-    """Raised inside a run when the step bound is reached."""
-
-
 class Env:
     """What model programs call: map helpers, allocator, checked memory accesses, RCU."""
 

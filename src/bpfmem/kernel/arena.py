@@ -12,7 +12,6 @@ program and is not offered here.
 from __future__ import annotations
 
 import ctypes as C
-import errno as errno_mod
 import os
 from typing import Callable
 
@@ -154,6 +153,3 @@ class KernelArena:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def errno_name(e: OSError) -> str:
-    return errno_mod.errorcode.get(e.errno or 0, str(e.errno))

@@ -17,10 +17,3 @@ def fmt_bytes(n: float | int | None) -> str:
         return f"{n / KIB:.1f} KiB"
     return f"{n / MIB:.2f} MiB"
 
-
-def fmt_rate(n: float) -> str:
-    if n >= 1e6:
-        return f"{n / 1e6:.2f} M/s"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f} k/s"
-    return f"{n:.0f} /s"
