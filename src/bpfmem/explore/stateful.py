@@ -41,6 +41,7 @@ from typing import Callable, ClassVar
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from ..kernel.btf import struct_size
 from ..kernel.probe import possible_cpus
 from ..kernel.syscall import (BpfMap, BpfSyscallError, fdinfo, map_create, map_delete_elem, map_lookup_elem,
                               map_update_elem)
@@ -113,7 +114,9 @@ class HtabMachine(RuleBasedStateMachine):
         self.rcu = Rcu(self.machine)
         self.memcg = self.mm.root_memcg.child("map")
         self.attr = MapAttr(BPF_MAP_TYPE_HASH, self.key_size, self.value_size, self.max_entries, self.map_flags())
-        self.model = self.model_class(self.machine, self.mm, self.rcu, self.attr, self.memcg)
+        # with the kernel taking part, the model uses the running build's struct size (it varies by build)
+        layout = {"sizeof_bpf_htab": struct_size("bpf_htab")} if self.use_kernel else {}
+        self.model = self.model_class(self.machine, self.mm, self.rcu, self.attr, self.memcg, **layout)
         self.ref: dict[int, bytes] = {}
         self.value = bytes(self.value_size)
         self.kmap: BpfMap | None = None

@@ -60,3 +60,23 @@ def find_func_id(name: str, path: str = VMLINUX_BTF) -> int:
                 return tid
         pos += 12 + _trailer(kind, vlen)
     raise LookupError(f"no kernel function {name!r} in {path}")
+
+
+def struct_size(name: str, path: str = VMLINUX_BTF) -> int:
+    """``sizeof(struct name)`` from vmlinux BTF; raises LookupError if absent."""
+    data = open(path, "rb").read()
+    magic, _ver, _flags, hdr_len, type_off, type_len, str_off, _str_len = struct.unpack_from("<HBBIIIII", data, 0)
+    if magic != BTF_MAGIC:
+        raise ValueError(f"{path} is not BTF")
+    types = hdr_len + type_off
+    strs = hdr_len + str_off
+    want = name.encode() + b"\0"
+    pos, end = types, types + type_len
+    while pos < end:
+        name_off, info, size = struct.unpack_from("<III", data, pos)
+        kind = (info >> 24) & 0x1F
+        vlen = info & 0xFFFF
+        if kind == KIND_STRUCT and data[strs + name_off:strs + name_off + len(want)] == want:
+            return size
+        pos += 12 + _trailer(kind, vlen)
+    raise LookupError(f"no struct {name!r} in {path}")

@@ -28,7 +28,7 @@ and rqspinlock failures are not modelled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from ..alloc import (V6_6, BpfMemAlloc, MemAllocProfile, bpf_mem_alloc_destroy, bpf_mem_alloc_init, bpf_mem_cache_alloc,
                      bpf_mem_cache_free, bpf_mem_cache_free_rcu, unit_alloc, unit_free)
@@ -42,7 +42,9 @@ from .base import (BPF_EXIST, BPF_F_LOCK, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_HASH, 
                    bpf_map_area_alloc, bpf_map_area_free, round_up, roundup_pow_of_two)
 
 SIZEOF_HTAB_ELEM = 48
-SIZEOF_BPF_HTAB = 832
+# sizeof(struct bpf_htab) depends on the build (it embeds struct bpf_map): 896 B on this machine kind's
+# 6.18.44 kernel (BTF; struct bpf_map 296 B), 832 B on the build measured first (struct bpf_map 232 B).
+SIZEOF_BPF_HTAB = 896
 SIZEOF_BUCKET = 16
 HASHTAB_MAP_LOCK_COUNT = 8
 LLIST_NODE_SZ = 8
@@ -338,7 +340,8 @@ class BpfHtab:
     """``struct bpf_htab``: a hash map of one of the three element stores."""
 
     def __init__(self, machine: Machine, mm: Mm, rcu: Rcu, attr: MapAttr, memcg: MemCgroup | None, *,
-                 profile: MemAllocProfile | None = None, elems: str = "ma", free_rcu: bool = False) -> None:
+                 profile: MemAllocProfile | None = None, elems: str = "ma", free_rcu: bool = False,
+                 sizeof_bpf_htab: int = SIZEOF_BPF_HTAB) -> None:
         htab_map_alloc_check(attr)
         self.m, self.mm, self.rcu, self.attr, self.memcg = machine, mm, rcu, attr, memcg
         self.percpu = attr.map_type == BPF_MAP_TYPE_PERCPU_HASH
@@ -350,7 +353,8 @@ class BpfHtab:
             raise BpfError(E2BIG, "htab_map_alloc: n_buckets")
         self.count = 0
         self.table: dict[int, MemObj] = {}
-        self._htab_obj = bpf_map_area_alloc(mm, SIZEOF_BPF_HTAB, memcg)
+        self.sizeof_bpf_htab = sizeof_bpf_htab
+        self._htab_obj = bpf_map_area_alloc(mm, sizeof_bpf_htab, memcg)
         self._buckets = bpf_map_area_alloc(mm, SIZEOF_BUCKET * self.n_buckets, memcg)
         if self._htab_obj is None or self._buckets is None:
             self._free_area()
@@ -377,8 +381,9 @@ class BpfHtab:
         self._htab_obj = self._buckets = None
 
     # -- map ops --------------------------------------------------------------
-    def update(self, cpu: Cpu, key: int, flags: int = 0) -> int:
-        """``htab_map_update_elem()``: 0 or -errno."""
+    def update(self, cpu: Cpu, key: int, flags: int = 0, init: Callable[[MemObj], None] | None = None) -> int:
+        """``htab_map_update_elem()``: 0 or -errno.  ``init`` stands for ``alloc_htab_elem()``'s copy of
+        key and value into the new element, before ``hlist_nulls_add_head_rcu()`` publishes it."""
         if flags & ~BPF_F_LOCK > BPF_EXIST:
             return -EINVAL
         cpu.irq_off += 1                                # htab_lock_bucket(): IRQs off
@@ -396,6 +401,8 @@ class BpfHtab:
         if l_new.__class__ is int:
             self._unlock(cpu)
             return l_new  # type: ignore[return-value]
+        if init is not None:
+            init(l_new)  # type: ignore[arg-type]
         self.table[key] = l_new  # type: ignore[assignment]
         self._unlock(cpu)
         if l_old is not None:
@@ -463,7 +470,7 @@ class BpfHtab:
         """``htab_map_mem_usage()`` (6.18): what fdinfo shows as ``memlock``."""
         np_ = self.m.num_possible_cpus()
         v = round_up(self.attr.value_size, 8)
-        usage = SIZEOF_BPF_HTAB + SIZEOF_BUCKET * self.n_buckets + 4 * np_ * HASHTAB_MAP_LOCK_COUNT
+        usage = self.sizeof_bpf_htab + SIZEOF_BUCKET * self.n_buckets + 4 * np_ * HASHTAB_MAP_LOCK_COUNT
         if self.prealloc:
             assert isinstance(self.elems, PreallocElems)
             n = self.elems.num_entries
