@@ -287,6 +287,9 @@ def do_call_rcu_ttrace(c: BpfMemCache) -> None:
     if c.draining:
         __free_rcu(c)
         return
+    if "ttrace_as_rcu" in c.ma.profile.planted:      # planted bug for the explorer (never a kernel profile)
+        call_rcu(c.ma.rcu, __free_rcu_tasks_trace, c)
+        return
     call_rcu_tasks_trace(c.ma.rcu, __free_rcu_tasks_trace, c)
 
 
@@ -334,6 +337,8 @@ def check_free_by_rcu(c: BpfMemCache) -> None:
     if c.free_llist_extra_rcu:
         inc_active(c)
         extra, c.free_llist_extra_rcu = c.free_llist_extra_rcu, []
+        if "lose_extra_rcu" in c.ma.profile.planted:
+            extra = []              # planted bug for the explorer (never a kernel profile)
         for obj in reversed(extra):
             c.free_by_rcu.append(obj)
         dec_active(c)

@@ -60,8 +60,11 @@ class MemAllocProfile:
     kernel = ""
     uses_hint = False
     has_free_rcu = False
-    # fault injection for the explorer: False plants the bug "free_rcu reuses at once" (no kernel has it)
+    # fault injection for the explorer (no kernel has these): False plants "free_rcu reuses at once";
+    # in ``planted`` (cold paths only): "lose_extra_rcu" makes check_free_by_rcu drop free_llist_extra_rcu,
+    # "ttrace_as_rcu" makes do_call_rcu_ttrace wait for a normal RCU GP instead of a tasks-trace GP
     free_rcu_waits_for_gp = True
+    planted: frozenset[str] = frozenset()
     list_names: dict[str, str] = {
         "free_by_rcu_ttrace": "free_by_rcu_ttrace",
         "waiting_for_gp_ttrace": "waiting_for_gp_ttrace",

@@ -18,6 +18,9 @@ Violations (``kind``: accepted by the kernel?):
 |---|---|---|
 | ``uaf`` | access to memory returned to slab | bug (KASAN) |
 | ``reused_read`` | access through a pointer whose object was reallocated since (ABA / type confusion) | accepted for htab values, a bug for the scenario's data structure otherwise |
+| ``freed_read`` | access through a pointer whose object was freed (not yet reused) and is not protected for this reader: freed with ``bpf_mem_cache_free``, or freed with ``bpf_mem_cache_free_rcu`` and read outside an RCU read section | accepted where the kernel relies on type-stable memory (htab values, ``bpf_cpumask_kptr_get``) |
+| ``last_ref`` | an object used after its last reference was dropped: a store to it, or a refcount raised from 0 | bug (``refcount_t: addition on 0; use-after-free``) |
+| ``livelock`` | the run did not end within the explorer's step limit | bug (reported, never accepted) |
 | ``reuse_before_gp`` | an object freed with ``bpf_mem_cache_free_rcu`` handed out again while a reader that entered before that free is still inside its read section (``bpf_mem_cache_free`` promises no GP, so its reuse shows up as ``reused_read``) | bug |
 | ``double_free`` | an object freed twice | bug |
 | ``leak`` | objects still allocated at destroy | bug |
@@ -31,8 +34,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-KINDS = ("uaf", "reused_read", "reuse_before_gp", "double_free", "leak", "nmi_alloc_fail", "wrong_result",
-         "invariant")
+KINDS = ("uaf", "reused_read", "freed_read", "reuse_before_gp", "double_free", "last_ref", "leak", "nmi_alloc_fail",
+         "wrong_result", "invariant", "livelock")
+
+# frees after which an RCU reader that entered before the free may still read the object
+RCU_PROTECTED_FREES = frozenset({"free_rcu"})
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Shadow:
     free_step: int = -1
     in_use: bool = False
     to_slab: bool = False
+    dead: bool = False          # its refcount reached 0
 
 
 @dataclass
@@ -66,9 +73,13 @@ class Checker:
     accepted: dict[str, bool] = field(default_factory=dict)
     shadows: dict[int, Shadow] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
+    on_flag: Callable[[str, bool, str], None] | None = None   # e.g. write the violation into the run's listing
 
     def flag(self, kind: str, message: str) -> None:
-        self.violations.append(Violation(kind, self.accepted.get(kind, False), message, self.step()))
+        accepted = self.accepted.get(kind, False)
+        if self.on_flag is not None:
+            self.on_flag(kind, accepted, message)
+        self.violations.append(Violation(kind, accepted, message, self.step()))
 
     def shadow(self, obj: Any) -> Shadow:
         s = self.shadows.get(obj.id)
@@ -84,6 +95,7 @@ class Checker:
                                          f"entered before that free is still reading")
         s.gen += 1
         s.in_use = True
+        s.dead = False
         s.alloc_cpu = cpu.id
         s.alloc_ctx = cpu.ctx.name.lower()
         s.alloc_step = self.step()
@@ -102,8 +114,10 @@ class Checker:
         self.shadow(obj).to_slab = True
 
     # -- program accesses ------------------------------------------------------------------
-    def access(self, who: str, obj: Any, gen: int, what: str) -> bool:
-        """Check an access through a pointer acquired at generation ``gen``; True if it is clean."""
+    def access(self, who: str, obj: Any, gen: int, what: str, rcu_token: int | None = None,
+               write: bool = False) -> bool:
+        """Check an access through a pointer taken at generation ``gen`` by a program whose RCU read
+        section (if any) has token ``rcu_token``; True if it is clean."""
         s = self.shadow(obj)
         if obj.freed or s.to_slab:
             self.flag("uaf", f"{who}: {what} of obj#{obj.id}, which went back to slab")
@@ -112,4 +126,22 @@ class Checker:
             self.flag("reused_read", f"{who}: {what} of obj#{obj.id} (generation {gen}) after it was reallocated "
                                      f"(now generation {s.gen})")
             return False
+        if not s.in_use and s.gen:
+            # an RCU reader can hold a pointer to an object freed with free_rcu only if it entered before the
+            # grace period that frees it began (later readers see the unpublishing store), and that GP waits
+            if not (s.free_kind in RCU_PROTECTED_FREES and rcu_token is not None):
+                self.flag("freed_read", f"{who}: {what} of obj#{obj.id} after it was freed ({s.free_kind}) "
+                                        f"and not yet reused")
+                return False
+        if write and s.dead:
+            self.flag("last_ref", f"{who}: {what} of obj#{obj.id} after its last reference was dropped")
+            return False
         return True
+
+    def refcount(self, who: str, obj: Any, old: int, new: int, op: str) -> None:
+        """A refcount of ``obj`` went from ``old`` to ``new`` by ``op``."""
+        s = self.shadow(obj)
+        if old == 0 and new > 0:
+            self.flag("last_ref", f"{who}: {op} raised the refcount of obj#{obj.id} from 0 (use after free)")
+        if new == 0:
+            s.dead = True

@@ -134,6 +134,11 @@ class RcuFlavour:
         self.also_wait.append(other)
         other._waiters.append(self)
 
+    def stop_waiting_for(self, other: RcuFlavour) -> None:
+        """Undo ``wait_also_for`` (a planted bug for the explorer: the implied GP is missing)."""
+        self.also_wait.remove(other)
+        other._waiters.remove(self)
+
     def _blocking_readers(self) -> bool:
         """Readers of this flavour that entered before the current GP started, and readers of the
         flavours it implies that entered before the implied wait began (``_gp_timer``: the tasks-trace

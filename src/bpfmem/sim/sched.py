@@ -87,17 +87,22 @@ class ReplayScheduler:
 
 
 class RecordingScheduler:
-    """Wraps a scheduler and records every non-trivial choice."""
+    """Wraps a scheduler and records every non-trivial choice: its value, its number of
+    options and its label (a replay can then check it is asked the same questions)."""
 
     def __init__(self, inner: Scheduler) -> None:
         self.inner = inner
         self.seed = inner.seed
         self.schedule = Schedule(inner.seed)
+        self.options: list[int] = []
+        self.labels: list[str] = []
 
     def choose(self, label: str, n: int) -> int:
         v = self.inner.choose(label, n)
         if n > 1:
             self.schedule.steps.append(v)
+            self.options.append(n)
+            self.labels.append(label)
         return v
 
 

@@ -1,0 +1,116 @@
+"""Shipped exploration scenarios, the policies they run under, and their planted bugs.
+
+Policies (how the data structure frees its memory):
+
+| policy | free path | kernel |
+|---|---|---|
+| ``free`` | ``bpf_mem_cache_free``: reusable at once | htab in every version; bpf_cpumask 6.3 |
+| ``free_rcu`` | ``bpf_mem_cache_free_rcu``: reusable after an RCU GP | bpf_cpumask 6.6+ (8e07bb9ebcd9) |
+| ``call_rcu_free`` | ``call_rcu``, then ``bpf_mem_cache_free`` in the callback | bpf_cpumask 6.4-6.5 (77473d1a962f) |
+| ``bug_free_rcu_no_gp`` | ``bpf_mem_cache_free_rcu`` that forgets the GP | a planted allocator bug |
+
+Each scenario states the verdict it expects per policy (``expect``): the set
+of violation kinds that must be found within the budget (empty: no violation
+the kernel would call a bug may be found), and has a *planted* variant
+(``--planted``): a bug that shows only under some interleavings or
+reorderings, never in the sequential schedule, so finding it tests the
+explorer itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ...alloc import V6_6, BpfMemAlloc, bpf_mem_alloc_init
+from ..runtime import Run
+
+POLICIES = ("free", "free_rcu", "call_rcu_free", "bug_free_rcu_no_gp")
+POLICY_HELP = {
+    "free": "bpf_mem_cache_free: reusable at once (htab; bpf_cpumask 6.3)",
+    "free_rcu": "bpf_mem_cache_free_rcu: reusable after an RCU grace period (bpf_cpumask 6.6+)",
+    "call_rcu_free": "call_rcu, then bpf_mem_cache_free in the callback (bpf_cpumask 6.4-6.5)",
+    "bug_free_rcu_no_gp": "planted allocator bug: bpf_mem_cache_free_rcu that reuses at once",
+}
+
+
+class V6_6_FreeRcuNoGp(V6_6):
+    """Planted bug: bpf_mem_cache_free_rcu hands the object back for immediate reuse."""
+
+    name = "bug:free_rcu_no_gp"
+    free_rcu_waits_for_gp = False
+
+
+class ExploreWatermarks:
+    """Small caches (low 2, high 6, batch 3: what a 4 KiB unit gets): refills, trims and the trip to slab
+    happen within a handful of operations, so short schedules reach every path (and run fast)."""
+
+    def init_refill_work(self, c: Any) -> None:
+        c.low_watermark, c.high_watermark, c.batch = 2, 6, 3
+
+
+def profile_for(policy: str, planted: frozenset[str] = frozenset()) -> V6_6:
+    cls = V6_6_FreeRcuNoGp if policy == "bug_free_rcu_no_gp" else V6_6
+    p = cls(watermarks=ExploreWatermarks())
+    if planted:
+        p.planted = planted
+    return p
+
+
+def new_ma(run: Run, policy: str, size: int = 56, planted: frozenset[str] = frozenset()) -> BpfMemAlloc:
+    ma = BpfMemAlloc(run.m, run.mm, run.rcu, profile_for(policy, planted))
+    bpf_mem_alloc_init(ma, size, False, run.memcg)
+    return ma
+
+
+def check_conservation(run: Run) -> None:
+    """After the run, every object taken from slab is on some list of some cache or still allocated;
+    free_cnt matches free_llist and no cache is left active."""
+    for name, ma in run.env.objects.items():
+        if not isinstance(ma, BpfMemAlloc) or ma.cache is None:
+            continue
+        caches = ma.all_caches()
+        on_lists = sum(len(lst) for c in caches for lst in c.lists().values())
+        from_slab = sum(c.kmallocs - c.kfrees for c in caches)
+        if on_lists + ma.outstanding != from_slab:
+            run.checker.flag("invariant", f"{name}: {from_slab - on_lists - ma.outstanding} object(s) lost: "
+                                          f"{from_slab} from slab, {on_lists} on lists, {ma.outstanding} in use")
+        for c in caches:
+            if c.free_cnt != len(c.free_llist) or c.active != 0:
+                run.checker.flag("invariant", f"{c}: free_cnt {c.free_cnt}, free_llist {len(c.free_llist)}, "
+                                              f"active {c.active}")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    ncpus: int
+    setup: Callable[[Run, str, bool], None]        # (run, policy, planted)
+    accepted: dict[str, bool]                      # violation kind -> accepted by the kernel here
+    expect: dict[str, frozenset[str]]              # policy -> kinds that must be found (empty: no bug)
+    planted: str                                   # what the planted variant breaks
+    planted_policy: str                            # the policy it is explored under
+    planted_expect: frozenset[str]
+    final: Callable[[Run], None] | None = check_conservation
+    default_schedules: int = 2000
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        return tuple(self.expect)
+
+
+def _registry() -> dict[str, Scenario]:
+    from . import cpumask, htab, nmi, qp_trie, slab
+    out: dict[str, Scenario] = {}
+    for mod in (htab, qp_trie, cpumask, nmi, slab):
+        for s in mod.SCENARIOS:
+            out[s.name] = s
+    return out
+
+
+SCENARIOS: dict[str, Scenario] = _registry()
+
+__all__ = ["POLICIES", "POLICY_HELP", "SCENARIOS", "Scenario", "ExploreWatermarks", "V6_6_FreeRcuNoGp",
+           "profile_for", "new_ma", "check_conservation"]
