@@ -62,6 +62,7 @@ class _NoWrite:
 
 
 NOWRITE: Any = _NoWrite()
+_EMPTY: View = {}        # shared, never written: the view of a plain store with no fence before it
 
 
 class Msg:
@@ -101,7 +102,7 @@ class Memory:
     def _h(self, loc: tuple[int, str]) -> list[Msg]:
         h = self.hist.get(loc)
         if h is None:
-            h = self.hist[loc] = [Msg(ZERO, {}, "zero")]
+            h = self.hist[loc] = [Msg(ZERO, _EMPTY, "zero")]
         return h
 
     def settle(self) -> None:
@@ -113,7 +114,7 @@ class Memory:
         self.wmb = [None for _ in self.wmb]
         for h in self.hist.values():
             for m in h:
-                m.view = {}
+                m.view = _EMPTY
 
     def latest(self, loc: tuple[int, str]) -> Any:
         """The newest value (for the checker's final invariants, not for programs)."""
@@ -143,17 +144,17 @@ class Memory:
 
     # -- stores ---------------------------------------------------------------------------
     def store(self, cpu: int, loc: tuple[int, str], value: Any, who: str, release: bool = False) -> None:
-        h = self._h(loc)
-        idx = len(h)
+        """A message's view never changes once made, so plain stores share the last fence's view; a
+        reader of the message sets its own index for ``loc`` itself, so the view need not hold it."""
+        h = self.hist.get(loc)
+        if h is None:
+            h = self.hist[loc] = [Msg(ZERO, _EMPTY, "zero")]
         cur = self.cur[cpu]
+        cur[loc] = len(h)
         if release:
-            view = dict(cur)
+            h.append(Msg(value, dict(cur), who))
         else:
-            fence = self.wmb[cpu]
-            view = dict(fence) if fence is not None else {}
-        view[loc] = idx
-        h.append(Msg(value, view, who))
-        cur[loc] = idx
+            h.append(Msg(value, self.wmb[cpu] or _EMPTY, who))
 
     def rmw(self, cpu: int, loc: tuple[int, str], fn: Callable[[Any], Any], who: str,
             acquire: bool = False, release: bool = False) -> tuple[Any, Any]:
@@ -170,9 +171,8 @@ class Memory:
         new = fn(m.value)
         if new is NOWRITE:
             return m.value, m.value
-        view = dict(cur) if release else dict(self.wmb[cpu] or {})
+        view = dict(cur) if release else dict(self.wmb[cpu] or _EMPTY)
         join(view, m.view)                          # an RMW continues the release sequence it read from
-        view[loc] = len(h)
         h.append(Msg(new, view, who))
         cur[loc] = len(h) - 1
         return m.value, new

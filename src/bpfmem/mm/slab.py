@@ -21,6 +21,7 @@ more successes (None: never), as a way to model an exhausted system.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from ..sim import Machine
@@ -44,6 +45,7 @@ def get_order(size: int) -> int:
     return order
 
 
+@lru_cache(maxsize=None)
 def kmalloc_size_class(size: int) -> int:
     """Bytes kmalloc really hands out for a request of ``size`` (``ksize``)."""
     if size <= 0:
@@ -55,6 +57,7 @@ def kmalloc_size_class(size: int) -> int:
     return PAGE_SIZE << get_order(size)
 
 
+@lru_cache(maxsize=None)
 def kmalloc_charge(size: int) -> int:
     """memcg bytes charged for an accounted kmalloc of ``size``."""
     cls = kmalloc_size_class(size)
