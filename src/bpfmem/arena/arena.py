@@ -29,6 +29,12 @@ measured 4104 B/page when the task is in the same cgroup).  fdinfo
 ``memlock`` is 0 (``arena_map_mem_usage``).  munmap and MADV_DONTNEED free no
 arena page; closing the map frees all.
 
+Creation (``BpfArena.__init__``) refuses what ``map_create`` + ``arena_map_alloc``
+refuse, in their order: RDONLY|WRONLY, a bad NUMA node, BPF_F_TOKEN_FD (EINVAL),
+no CAP_BPF (EPERM), then the arena's EINVAL / E2BIG / ERANGE, then the name
+(EINVAL, after the allocation).  Fields are ``__u32`` (``map_extra`` ``__u64``):
+values outside cannot reach the kernel and are refused with ``ValueError``.
+
 Deviations: one user process (``UserSpace``); a user fault on a page that is
 reserved (not free, no page) is a SIGSEGV here (the kernel's exact outcome was
 not re-read); kernel-side faults are recorded in ``faults`` (6.17+ reports them
@@ -49,6 +55,8 @@ BPF_F_MMAPABLE = 1 << 10
 BPF_F_SEGV_ON_FAULT = 1 << 17
 BPF_F_NO_USER_CONV = 1 << 18
 ALLOWED_FLAGS = BPF_F_SEGV_ON_FAULT | BPF_F_MMAPABLE | BPF_F_NO_USER_CONV
+BPF_F_NUMA_NODE, BPF_F_RDONLY, BPF_F_WRONLY, BPF_F_TOKEN_FD = 1 << 2, 1 << 3, 1 << 4, 1 << 16
+BPF_OBJ_NAME_LEN = 16
 SZ_4G = 1 << 32
 PAGE_SHIFT = 12
 MAX_PAGES = SZ_4G // PAGE_SIZE
@@ -69,6 +77,47 @@ class ArenaError(OSError):
 
 class ArenaFault(RuntimeError):
     """What would be SIGSEGV for the user process (bad address, SEGV_ON_FAULT, unmapped)."""
+
+
+def check_attr_range(field: str, value: int, bits: int = 32) -> None:
+    """``ValueError`` unless ``value`` fits ``attr.{field}`` (``__u{bits}``); the text is
+    ``bpfmem.maps.base.check_attr_range``'s and the kernel wrapper's (arena may not import maps)."""
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"{field}={value} does not fit attr.{field} (__u{bits}, 0..{(1 << bits) - 1}): "
+                         "bpf(2) cannot pass it")
+
+
+def bpf_obj_name_cpy(name: bytes | str) -> bytes:
+    """``bpf_obj_name_cpy()`` as in ``bpfmem.maps.base`` (a test checks they agree): up to the NUL,
+    ``isalnum`` (Latin-1 ctype), ``_`` or ``.``; 16 bytes without a NUL is -EINVAL."""
+    raw = (name.encode() if isinstance(name, str) else bytes(name))[:BPF_OBJ_NAME_LEN]
+    out = bytearray()
+    for b in raw:
+        if b == 0:
+            return bytes(out)
+        if not (0x30 <= b <= 0x39 or 0x41 <= b <= 0x5A or 0x61 <= b <= 0x7A or b in (0x5F, 0x2E)
+                or (b >= 0xC0 and b not in (0xD7, 0xF7))):
+            raise ArenaError(EINVAL, f"bpf_obj_name_cpy: byte 0x{b:02x} in map name {raw!r}")
+        out.append(b)
+    if len(raw) == BPF_OBJ_NAME_LEN:
+        raise ArenaError(EINVAL, f"bpf_obj_name_cpy: map name {raw!r} has no NUL within 16 bytes")
+    return bytes(out)
+
+
+def arena_map_create_prologue(map_flags: int, numa_node: int, nr_node_ids: int, bpf_capable: bool) -> int:
+    """What ``map_create()`` (kernel/bpf/syscall.c, 6.18) refuses for an arena before ``arena_map_alloc()``
+    (the arena has no ``map_alloc_check``); returns the flags with BPF_F_TOKEN_FD cleared."""
+    token = map_flags & BPF_F_TOKEN_FD
+    map_flags &= ~BPF_F_TOKEN_FD
+    if map_flags & BPF_F_RDONLY and map_flags & BPF_F_WRONLY:               # bpf_get_file_flag()
+        raise ArenaError(EINVAL, "map_create: BPF_F_RDONLY with BPF_F_WRONLY")
+    if map_flags & BPF_F_NUMA_NODE and numa_node != 0xFFFF_FFFF and numa_node >= nr_node_ids:
+        raise ArenaError(EINVAL, f"map_create: NUMA node {numa_node} >= nr_node_ids {nr_node_ids}")
+    if token:                                                                # map_token_fd 0 is no token
+        raise ArenaError(EINVAL, "map_create: BPF_F_TOKEN_FD without a token (map_token_fd 0)")
+    if not bpf_capable:
+        raise ArenaError(EPERM, "map_create: an arena needs CAP_BPF")
+    return map_flags
 
 
 def clear_lo32(x: int) -> int:
@@ -118,8 +167,15 @@ class BpfArena:
     """``struct bpf_arena`` with real bytes behind it."""
 
     def __init__(self, max_entries: int, map_flags: int, map_extra: int = 0, *, memcg: MemCgroup | None = None,
-                 key_size: int = 0, value_size: int = 0, user: UserSpace | None = None) -> None:
-        """``arena_map_alloc()``: raises ``ArenaError`` with the kernel's errno."""
+                 key_size: int = 0, value_size: int = 0, user: UserSpace | None = None, name: bytes | str = b"",
+                 numa_node: int = 0, nr_node_ids: int = 1, bpf_capable: bool = True) -> None:
+        """``BPF_MAP_CREATE`` of an arena: ``map_create()`` around ``arena_map_alloc()``; raises
+        ``ArenaError`` with the kernel's errno, ``ValueError`` for a value no attr field can hold."""
+        for attr_field, v in (("key_size", key_size), ("value_size", value_size), ("max_entries", max_entries),
+                              ("map_flags", map_flags), ("numa_node", numa_node)):
+            check_attr_range(attr_field, v)
+        check_attr_range("map_extra", map_extra, 64)
+        map_flags = arena_map_create_prologue(map_flags, numa_node, nr_node_ids, bpf_capable)
         if (key_size or value_size or max_entries == 0 or not map_flags & BPF_F_MMAPABLE
                 or map_flags & ~ALLOWED_FLAGS):
             raise ArenaError(EINVAL, "arena: key/value size must be 0, max_entries > 0, BPF_F_MMAPABLE set, "
@@ -129,8 +185,9 @@ class BpfArena:
         vm_range = max_entries * PAGE_SIZE
         if vm_range > SZ_4G:
             raise ArenaError(E2BIG, "arena: more than 4 GiB")
-        if (map_extra >> 32) != ((map_extra + vm_range - 1) >> 32):
+        if (map_extra >> 32) != (((map_extra + vm_range - 1) & (1 << 64) - 1) >> 32):   # u64 arithmetic
             raise ArenaError(ERANGE, "arena: user range would cross a 4 GiB boundary")
+        bpf_obj_name_cpy(name)      # map_create() checks the name after arena_map_alloc(); nothing to free here
         self.max_entries = max_entries
         self.map_flags = map_flags
         self.memcg = memcg

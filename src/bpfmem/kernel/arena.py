@@ -38,10 +38,11 @@ class ArenaFault(RuntimeError):
 
 
 def arena_create(max_entries: int, flags: int, map_extra: int = 0, key_size: int = 0,
-                 value_size: int = 0) -> S.BpfMap:
-    """``BPF_MAP_CREATE`` of an arena; raises ``BpfSyscallError`` with the kernel's errno."""
-    return S.map_create(U.BPF_MAP_TYPE_ARENA, key_size, value_size, max_entries, flags, name="bpfmem_arena",
-                        map_extra=map_extra)
+                 value_size: int = 0, *, name: str | bytes = "bpfmem_arena", numa_node: int = 0) -> S.BpfMap:
+    """``BPF_MAP_CREATE`` of an arena; raises ``BpfSyscallError`` with the kernel's errno, or
+    ``ValueError`` (before the call) for a value no attr field can hold (max_entries >= 2^32...)."""
+    return S.map_create(U.BPF_MAP_TYPE_ARENA, key_size, value_size, max_entries, flags, name=name,
+                        map_extra=map_extra, numa_node=numa_node)
 
 
 def raw_mmap(fd: int, addr: int, length: int, prot: int, flags: int) -> int:

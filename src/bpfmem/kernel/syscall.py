@@ -109,13 +109,54 @@ class BpfMap(BpfFd):
         self.max_entries, self.map_flags = max_entries, flags
 
 
+BPF_OBJ_NAME_LEN = 16
+
+
+def check_attr_range(field: str, value: int, bits: int = 32) -> None:
+    """``ValueError`` unless ``value`` fits the ``__u{bits}`` field ``attr.{field}``.
+
+    ctypes would keep only the low bits (max_entries 2^32 would reach the
+    kernel as 0), so a value the field cannot hold is refused before the
+    call.  The text is the model's (``bpfmem.maps.base.check_attr_range``).
+    """
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"{field}={value} does not fit attr.{field} (__u{bits}, 0..{(1 << bits) - 1}): "
+                         "bpf(2) cannot pass it")
+
+
+def obj_name(name: str | bytes) -> bytes:
+    """The bytes of a 16-byte ``map_name``/``prog_name`` field: UTF-8 of a ``str``, cut to 16 bytes.
+
+    Nothing is shortened silently: the kernel's ``bpf_obj_name_cpy()`` reads
+    up to a NUL, and 16 bytes without one (any longer name) is -EINVAL.
+    """
+    raw = name.encode() if isinstance(name, str) else bytes(name)
+    return raw[:BPF_OBJ_NAME_LEN]
+
+
+def check_map_create_attr(key_size: int, value_size: int, max_entries: int, flags: int = 0, *, map_type: int = 0,
+                          map_extra: int = 0, numa_node: int = 0) -> None:
+    """What ``map_create`` refuses before any syscall (``ValueError``): values no attr field can hold.
+    Call it before forking a creator (``cgroup.create_in`` forwards only ``OSError``)."""
+    for field, v in (("map_type", map_type), ("key_size", key_size), ("value_size", value_size),
+                     ("max_entries", max_entries), ("map_flags", flags), ("numa_node", numa_node)):
+        check_attr_range(field, v)
+    check_attr_range("map_extra", map_extra, 64)
+
+
 def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, flags: int = 0, *,
-               name: str = "", map_extra: int = 0, btf_fd: int = 0, btf_key_type_id: int = 0,
-               btf_value_type_id: int = 0) -> BpfMap:
-    """``BPF_MAP_CREATE``."""
+               name: str | bytes = "", map_extra: int = 0, numa_node: int = 0, btf_fd: int = 0,
+               btf_key_type_id: int = 0, btf_value_type_id: int = 0) -> BpfMap:
+    """``BPF_MAP_CREATE``.  ``ValueError`` for a value no attr field can hold (never truncated);
+    ``numa_node`` is read by the kernel only with ``BPF_F_NUMA_NODE``; ``name`` as ``obj_name``."""
+    check_map_create_attr(key_size, value_size, max_entries, flags, map_type=map_type, map_extra=map_extra,
+                          numa_node=numa_node)
+    for field, v in (("btf_fd", btf_fd), ("btf_key_type_id", btf_key_type_id),
+                     ("btf_value_type_id", btf_value_type_id)):
+        check_attr_range(field, v)
     a = U.MapCreateAttr(map_type=map_type, key_size=key_size, value_size=value_size, max_entries=max_entries,
-                        map_flags=flags, map_name=name.encode()[:15], map_extra=map_extra, btf_fd=btf_fd,
-                        btf_key_type_id=btf_key_type_id, btf_value_type_id=btf_value_type_id)
+                        map_flags=flags, map_name=obj_name(name), map_extra=map_extra, numa_node=numa_node,
+                        btf_fd=btf_fd, btf_key_type_id=btf_key_type_id, btf_value_type_id=btf_value_type_id)
     return BpfMap(bpf(U.BPF_MAP_CREATE, a), map_type, key_size, value_size, max_entries, flags)
 
 
@@ -215,7 +256,7 @@ def prog_load(prog_type: int, insns: bytes, *, name: str = "", flags: int = 0, l
     log = C.create_string_buffer(log_size)
     a = U.ProgLoadAttr(prog_type=prog_type, insn_cnt=len(insns) // 8, insns=C.addressof(code),
                        license=C.addressof(lic), log_level=1, log_size=log_size, log_buf=C.addressof(log),
-                       prog_flags=flags, prog_name=name.encode()[:15])
+                       prog_flags=flags, prog_name=obj_name(name))
     try:
         return BpfFd(bpf(U.BPF_PROG_LOAD, a, log), "prog")
     except BpfSyscallError as e:

@@ -20,9 +20,14 @@ Element: ``struct htab_elem`` (48 B) + round_up(key, 8) + round_up(value, 8)
 (8 for the percpu pointer of percpu maps).  Update of an existing key always
 builds a new element and frees the old one after the bucket unlock.
 
+Creation refuses exactly what the kernel refuses, with its errno and in its
+order (``map_create_prologue`` with ``htab_map_alloc_check``, then
+``htab_map_alloc_limits``, the allocations, ``bpf_obj_name_cpy``);
+``htab_map_create_check`` is the same without allocating.
+
 Deviations: buckets are not modelled one by one (a dict finds keys; the bucket
-array is charged exactly); hashing, LRU maps, special fields (timers, kptrs)
-and rqspinlock failures are not modelled.
+array is charged exactly); hashing, LRU maps (only their creation rules),
+special fields (timers, kptrs) and rqspinlock failures are not modelled.
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ from ..mm import (GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, MemCgroup, MemObj, Mm
                   pcpu_obj_full_size)
 from ..rcu import Rcu, call_rcu
 from ..sim import Cpu, Machine
-from .base import (BPF_EXIST, BPF_F_LOCK, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH,
-                   BPF_NOEXIST, E2BIG, EEXIST, EINVAL, ENOENT, ENOMEM, PAGE_SIZE, BpfError, MapAttr,
-                   bpf_map_area_alloc, bpf_map_area_free, round_up, roundup_pow_of_two)
+from .base import (BPF_EXIST, BPF_F_ACCESS_MASK, BPF_F_LOCK, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC,
+                   BPF_F_NUMA_NODE, BPF_F_ZERO_SEED, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
+                   BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_HASH, BPF_NOEXIST, E2BIG, EEXIST, EINVAL, ENOENT,
+                   ENOMEM, ENOTSUPP, EPERM, NUMA_NO_NODE, PAGE_SIZE, ROOT, BpfError, Creds, MapAttr,
+                   bpf_map_area_alloc, bpf_map_area_free, bpf_map_attr_numa_node, bpf_map_flags_access_ok,
+                   bpf_obj_name_cpy, map_create_prologue, round_up, roundup_pow_of_two)
 
 SIZEOF_HTAB_ELEM = 48
 # sizeof(struct bpf_htab) depends on the build (it embeds struct bpf_map): 896 B on this machine kind's
@@ -50,6 +58,10 @@ HASHTAB_MAP_LOCK_COUNT = 8
 LLIST_NODE_SZ = 8
 KMALLOC_MAX_SIZE = 1 << 22  # x86-64: 4 MiB (order-10 pages)
 PCPU_MIN_UNIT_SIZE = 32 << 10
+U32_MAX = (1 << 32) - 1
+HTAB_CREATE_FLAG_MASK = (BPF_F_NO_PREALLOC | BPF_F_NO_COMMON_LRU | BPF_F_NUMA_NODE | BPF_F_ACCESS_MASK
+                         | BPF_F_ZERO_SEED)   # 0x1DF
+HTAB_MAP_TYPES = (BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH)
 
 _NOWAIT_ACCOUNT = GFP_NOWAIT | __GFP_NOWARN | __GFP_ACCOUNT
 
@@ -341,24 +353,34 @@ class BpfHtab:
 
     def __init__(self, machine: Machine, mm: Mm, rcu: Rcu, attr: MapAttr, memcg: MemCgroup | None, *,
                  profile: MemAllocProfile | None = None, elems: str = "ma", free_rcu: bool = False,
-                 sizeof_bpf_htab: int = SIZEOF_BPF_HTAB) -> None:
-        htab_map_alloc_check(attr)
+                 sizeof_bpf_htab: int = SIZEOF_BPF_HTAB, creds: Creds = ROOT, nr_node_ids: int = 1) -> None:
+        """``BPF_MAP_CREATE`` of a hash map: ``map_create()`` around ``htab_map_alloc()``; raises ``BpfError``
+        with the kernel's errno (``creds``: the creator's capabilities; ``nr_node_ids``: NUMA nodes)."""
+        kattr = map_create_prologue(attr, htab_map_alloc_check, creds, nr_node_ids)
+        if kattr.map_type in (BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH):
+            raise NotImplementedError("LRU hash maps: the model has their creation rules only "
+                                      "(htab_map_create_check)")
         self.m, self.mm, self.rcu, self.attr, self.memcg = machine, mm, rcu, attr, memcg
         self.percpu = attr.map_type == BPF_MAP_TYPE_PERCPU_HASH
         self.prealloc = not attr.map_flags & BPF_F_NO_PREALLOC
         self.elem_size = SIZEOF_HTAB_ELEM + round_up(attr.key_size, 8) + \
             (8 if self.percpu else round_up(attr.value_size, 8))
-        self.n_buckets = roundup_pow_of_two(attr.max_entries)
-        if self.n_buckets > (1 << 31) or self.n_buckets == 0:
-            raise BpfError(E2BIG, "htab_map_alloc: n_buckets")
         self.count = 0
         self.table: dict[int, MemObj] = {}
         self.sizeof_bpf_htab = sizeof_bpf_htab
+        self._buckets: MemObj | None = None
         self._htab_obj = bpf_map_area_alloc(mm, sizeof_bpf_htab, memcg)
-        self._buckets = bpf_map_area_alloc(mm, SIZEOF_BUCKET * self.n_buckets, memcg)
-        if self._htab_obj is None or self._buckets is None:
+        if self._htab_obj is None:
+            raise BpfError(ENOMEM, "htab_map_alloc: struct bpf_htab")
+        try:
+            _max_entries, self.n_buckets = htab_map_alloc_limits(kattr, machine.num_possible_cpus())
+        except BpfError:
             self._free_area()
-            raise BpfError(ENOMEM, "htab_map_alloc")
+            raise
+        self._buckets = bpf_map_area_alloc(mm, SIZEOF_BUCKET * self.n_buckets, memcg)
+        if self._buckets is None:
+            self._free_area()
+            raise BpfError(ENOMEM, "htab_map_alloc: buckets")
         self.elems_kind = "prealloc" if self.prealloc else elems
         try:
             self.elems: ElemStore
@@ -374,6 +396,11 @@ class BpfHtab:
             self._free_area()
             raise
         self.closed = False
+        try:
+            bpf_obj_name_cpy(attr.map_name)         # map_create(), after ops->map_alloc()
+        except BpfError:
+            self.close()                            # free_map: ops->map_free()
+            raise
 
     def _free_area(self) -> None:
         bpf_map_area_free(self.mm, self._htab_obj)
@@ -513,17 +540,65 @@ class BpfHtab:
                               sum(self.breakdown().values()))
 
 
-def htab_map_alloc_check(attr: MapAttr) -> None:
-    """``htab_map_alloc_check()``: attribute validation (raises ``BpfError``)."""
-    if attr.map_type not in (BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH):
-        raise BpfError(EINVAL, f"htab: map_type {attr.map_type} is not a hash map")
+def htab_map_alloc_check(attr: MapAttr, creds: Creds = ROOT) -> None:
+    """``htab_map_alloc_check()`` (kernel/bpf/hashtab.c, 6.18) for the four hash map types, in its order.
+
+    ``attr`` is what the kernel passes: BPF_F_TOKEN_FD already cleared by
+    ``map_create``.  There is no key-size cap (key 1 MiB is accepted, as
+    measured); key + value is bounded by ``KMALLOC_MAX_SIZE - sizeof(struct
+    htab_elem)`` (largest accepted sum 4194255).
+    """
+    if attr.map_type not in HTAB_MAP_TYPES:
+        raise ValueError(f"htab: map_type {attr.map_type} is not a hash map type")
+    percpu = attr.map_type in (BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH)
+    lru = attr.map_type in (BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH)
+    flags = attr.map_flags
+    percpu_lru = bool(flags & BPF_F_NO_COMMON_LRU)
+    prealloc = not flags & BPF_F_NO_PREALLOC
+    numa_node = bpf_map_attr_numa_node(attr)
+    if flags & BPF_F_ZERO_SEED and not creds.cap_sys_admin:
+        raise BpfError(EPERM, "htab: BPF_F_ZERO_SEED needs CAP_SYS_ADMIN")
+    if flags & ~HTAB_CREATE_FLAG_MASK or not bpf_map_flags_access_ok(flags):
+        raise BpfError(EINVAL, f"htab: map_flags 0x{flags:x} outside HTAB_CREATE_FLAG_MASK or "
+                               "BPF_F_RDONLY_PROG with BPF_F_WRONLY_PROG")
+    if not lru and percpu_lru:
+        raise BpfError(EINVAL, "htab: BPF_F_NO_COMMON_LRU on a non-LRU map")
+    if lru and not prealloc:
+        raise BpfError(ENOTSUPP, "htab: LRU maps cannot be BPF_F_NO_PREALLOC")
+    if numa_node != NUMA_NO_NODE and (percpu or percpu_lru):
+        raise BpfError(EINVAL, "htab: a NUMA node for a per-CPU map or per-CPU LRU lists")
     if attr.max_entries == 0 or attr.key_size == 0 or attr.value_size == 0:
         raise BpfError(EINVAL, "htab: max_entries, key_size and value_size must be > 0")
-    if attr.max_entries > (1 << 31):
-        raise BpfError(E2BIG, "htab: max_entries > 2^31")
-    if attr.key_size > 512:  # MAX_BPF_STACK
-        raise BpfError(E2BIG, "htab: key_size > 512")
-    if attr.value_size >= KMALLOC_MAX_SIZE - SIZEOF_HTAB_ELEM - round_up(attr.key_size, 8):
-        raise BpfError(E2BIG, "htab: value_size too large")
-    if attr.map_type == BPF_MAP_TYPE_PERCPU_HASH and round_up(attr.value_size, 8) > PCPU_MIN_UNIT_SIZE:
+    if attr.key_size + attr.value_size >= KMALLOC_MAX_SIZE - SIZEOF_HTAB_ELEM:
+        raise BpfError(E2BIG, "htab: key_size + value_size >= KMALLOC_MAX_SIZE - sizeof(struct htab_elem)")
+    if percpu and round_up(attr.value_size, 8) > PCPU_MIN_UNIT_SIZE:
         raise BpfError(E2BIG, "htab: percpu value_size > PCPU_MIN_UNIT_SIZE")
+
+
+def htab_map_alloc_limits(attr: MapAttr, ncpus: int) -> tuple[int, int]:
+    """The refusals inside ``htab_map_alloc()`` (6.18): (max_entries, n_buckets) or -E2BIG.
+
+    BPF_F_NO_COMMON_LRU rounds max_entries up to a multiple of the possible
+    CPUs (in u32: down if that wraps); more than 2^31 entries, or more than
+    ``U32_MAX / sizeof(struct bucket)`` buckets, is -E2BIG, so the largest
+    usable max_entries is 2^27.
+    """
+    max_entries = attr.max_entries
+    if attr.map_flags & BPF_F_NO_COMMON_LRU:
+        up = (-(-max_entries // ncpus) * ncpus) & U32_MAX
+        max_entries = up if up >= max_entries else max_entries // ncpus * ncpus
+    if max_entries > 1 << 31:
+        raise BpfError(E2BIG, "htab_map_alloc: max_entries > 2^31")
+    n_buckets = roundup_pow_of_two(max_entries)
+    if n_buckets > U32_MAX // SIZEOF_BUCKET:
+        raise BpfError(E2BIG, f"htab_map_alloc: {n_buckets} buckets > U32_MAX / sizeof(struct bucket)")
+    return max_entries, n_buckets
+
+
+def htab_map_create_check(attr: MapAttr, ncpus: int, creds: Creds = ROOT, nr_node_ids: int = 1) -> tuple[int, int]:
+    """Every refusal of ``BPF_MAP_CREATE`` for a hash map (LRU types included) but allocation failures
+    (-ENOMEM), in the kernel's order, without allocating; returns (max_entries, n_buckets)."""
+    kattr = map_create_prologue(attr, htab_map_alloc_check, creds, nr_node_ids)
+    limits = htab_map_alloc_limits(kattr, ncpus)
+    bpf_obj_name_cpy(attr.map_name)
+    return limits
