@@ -266,14 +266,16 @@ def test_the_step_limit_reports_a_livelock(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_cli_explore_and_replay(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["explore", "cpumask_aba", "--policy", "free", "--json"]) == 0
+    assert main(["explore", "cpumask_aba", "--policy", "free", "--json"]) == 1      # a bug: exit 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["first"] and doc["unaccepted"] == 1 and doc["stopped"]
     assert main(["replay", doc["first"]["replay"], "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["steps"] == doc["first"]["steps"]
-    assert main(["explore", "qp_trie_versions", "--planted", "--strategy", "pct", "--json"]) == 0
+    assert main(["explore", "qp_trie_versions", "--planted", "--strategy", "pct", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["planted"] is True
+    assert main(["explore", "qp_trie_versions", "--policy", "free_rcu", "--schedules", "50"]) == 0
+    assert "no violation found" in capsys.readouterr().out
     assert main(["explore", "--list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {s["name"] for s in rows} == set(SCENARIOS) and all(r["planted"]["bug"] for r in rows)
@@ -281,7 +283,7 @@ def test_cli_explore_and_replay(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explore", "htab_reuse", "--policy", "call_rcu_free"]) == 2
     assert main(["replay", "garbage"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and "call_rcu_free" in err[1]
-    assert main(["explore", "slab_trim_rcu", "--planted", "--strategy", "dfs"]) == 0
+    assert len(err) == 3 and "call_rcu_free" in err[1], err
+    assert main(["explore", "slab_trim_rcu", "--planted", "--strategy", "dfs"]) == 1
     out = capsys.readouterr().out
     assert "uaf" in out and "replay: bpfmem replay bpfmem2:" in out

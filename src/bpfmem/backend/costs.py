@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class CostModel:
-    invocation_ns: int = 400        # syscall entry + tracepoint + bpf_loop setup
+    invocation_ns: int = 400        # fixed part of one invocation (a program run, the driver's loop step)
+    update_batch_ns: int = 0        # fixed part of one batch of updates (a BPF_MAP_UPDATE_BATCH syscall)
+    delete_batch_ns: int = 0        # fixed part of one batch of deletes (a BPF_MAP_DELETE_BATCH syscall)
     update_new_ns: int = 190
     update_replace_ns: int = 210
     delete_ns: int = 150
@@ -29,8 +31,11 @@ class CostModel:
     kmalloc_ns_per_kb: float = 0.0  # extra per KiB of object (zeroing, slab pages)
     value_copy_ns_per_kb: float = 0.0  # per KiB of value copied by an update
     prealloc_factor: float = 0.6    # preallocated maps skip the allocator
+    l2_bytes: int = 512 << 10       # per-core cache: maps larger than this miss in it
+    l2_miss_ns: float = 0.0         # extra ns per map op when the whole map misses the per-core cache
+    l2_miss_ns_per_kb: float = 0.0  # and per KiB of value (a large value is many cache lines)
     llc_bytes: int = 32 << 20       # last-level cache: maps larger than this miss in it
-    miss_ns: float = 0.0            # extra ns per map op when the whole map misses the cache
+    miss_ns: float = 0.0            # extra ns per map op when the whole map misses the last-level cache
     handoff_ns: int = 2_000         # barrier wake-up of the other thread of a pair
     source: str = "estimate for a 2-CPU 6.18 VM from docs/measurements.md §2, §7 (not fitted)"
 
@@ -41,3 +46,72 @@ class CostModel:
 
 
 DEFAULT_COSTS = CostModel()
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of y = a + b x."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    b = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+    return my - b * mx, b
+
+
+def fit_costs(m: dict[str, float], batches: tuple[int, ...], caches: tuple[int, int],
+              ws: dict[str, float]) -> dict[str, float]:
+    """Operation costs from kernel measurements (``bpfmem calibrate``).
+
+    ``m`` holds medians: ``ow<N>`` / ``bd<N>``: ns per invocation of overwrite / batch_add_batch_del with
+    ``N`` keys (one batch operation / two per invocation), for every ``N`` in ``batches`` (the largest
+    one far beyond the per-core cache); ``ow64_1024`` and ``ow10000_1024`` (overwrite of 1 KiB values,
+    inside and beyond the per-core cache), ``pre1024`` (preallocated overwrite); ns per key of a fresh
+    fill (``fill_8``, ``fill_4000``) and of deleting it (``delete_8``); ``big`` (ns per key, overwrite of
+    100k x 4000 B); ``ad64`` (ns per add+delete pair cycle of add_del_on_diff_cpu on two CPUs), if
+    measured.  ``caches`` = (per-core, last-level) cache bytes; ``ws`` the map's charge (its working set)
+    for every loop and ``big``.
+
+    Per invocation ``T(N) = sum of the batches' fixed costs + N * (per_key + l2_miss * f2 + miss * f3)``
+    with ``f = max(0, 1 - cache / ws)``: the batches that fit in the per-core cache give a line per use case
+    (overwrite: one update batch; batch_add_batch_del: an update and a delete batch), whose intercepts are
+    the fixed costs and slopes the costs per key; the largest batch gives the per-core miss cost, the
+    400 MiB map the last-level one.  The syscall driver's whole fixed cost is per batch
+    (``invocation_ns`` = 0).  The hand-off is what a pair cycle takes beyond its two batches.
+    """
+    l2, llc = caches
+    small = [n for n in batches if ws[f"ow{n}"] <= l2] or list(batches[:2])
+    large = max(batches)
+    a1, b1 = _line([(n, m[f"ow{n}"]) for n in small])
+    a2, b2 = _line([(n, m[f"bd{n}"]) for n in small])
+    update_batch = max(a1, 0.0)
+    delete_batch = max(a2 - update_batch, 0.0)
+
+    def frac(size: float, w: float) -> float:
+        return max(0.0, 1 - size / w) if w > 0 else 0.0
+    f2 = frac(l2, ws[f"ow{large}"])
+    excess = m[f"ow{large}"] / large - b1 - update_batch / large
+    l2_miss = max(excess / f2, 0.0) if f2 > 0.05 else 0.0
+    delete = min(max(m["delete_8"], 1.0), b2 * 0.95)
+    update_new = max(b2 - delete, 1.0)
+    kb = 1016 / 1024                                        # the 1 KiB loops copy 1016 B more than the 8-B ones
+    copy_per_kb = max((m["ow64_1024"] - m["ow64"]) / 64 / kb, 0.0)
+    f2v = frac(l2, ws["ow10000_1024"])
+    excess_v = m["ow10000_1024"] / 10_000 - b1 - update_batch / 10_000 - copy_per_kb * kb - l2_miss * f2v
+    l2_miss_kb = max(excess_v / (f2v * 1024 / 1024), 0.0) if f2v > 0.05 else 0.0
+    kmalloc = max(m["fill_8"] - update_new, 0.0)
+    kmalloc_per_kb = max((m["fill_4000"] - m["fill_8"] - copy_per_kb * 3992 / 1024) / (4064 / 1024), 0.0)
+    big_small = (b1 + copy_per_kb * 3992 / 1024
+                 + frac(l2, ws["big"]) * (l2_miss + l2_miss_kb * 4000 / 1024))
+    f3 = frac(llc, ws["big"])
+    out = {"invocation_ns": 0, "update_batch_ns": round(update_batch), "delete_batch_ns": round(delete_batch),
+           "update_replace_ns": round(max(b1, 1.0)),
+           "update_new_ns": round(update_new), "delete_ns": round(delete),
+           "kmalloc_ns": round(kmalloc), "kmalloc_ns_per_kb": round(kmalloc_per_kb, 1),
+           "value_copy_ns_per_kb": round(copy_per_kb, 1),
+           "prealloc_factor": round(max(min(m["pre1024"] / m["ow1024"], 1.5), 0.1), 3),
+           "l2_bytes": l2, "l2_miss_ns": round(l2_miss, 1), "l2_miss_ns_per_kb": round(l2_miss_kb, 1),
+           "llc_bytes": llc, "miss_ns": round(max((m["big"] - big_small) / f3, 0.0), 1) if f3 > 0.05 else 0.0}
+    if "ad64" in m:
+        per_pair = update_batch + delete_batch + 64 * (update_new + delete)
+        out["handoff_ns"] = round(max((m["ad64"] - per_pair) / 2, 0.0))
+    return out

@@ -82,7 +82,7 @@ class ModelBackend:
         self.fast_forward = fast_forward
         self.profile_name = profile_name
         self._passive: set[Any] = set()
-        self._keys_total = 0
+        self._all_keys: frozenset[int] = frozenset()   # every key any producer uses
         self.phase = ""
 
     # -- maps -------------------------------------------------------------------
@@ -134,8 +134,10 @@ class ModelBackend:
         cost = c.invocation_ns if pos == (0, 0) else 0
         copy_ns = c.value_copy_ns_per_kb * m.spec.value_size / 1024
         charged = m.memcg.usage
-        # a map much larger than the last-level cache pays a miss on most operations
+        # a map larger than a cache level pays a miss there on most operations
         miss = c.miss_ns * (1 - c.llc_bytes / charged) if c.miss_ns and charged > c.llc_bytes else 0.0
+        if (c.l2_miss_ns or c.l2_miss_ns_per_kb) and charged > c.l2_bytes:
+            miss += (c.l2_miss_ns + c.l2_miss_ns_per_kb * m.spec.value_size / 1024) * (1 - c.l2_bytes / charged)
         errors: dict[int, int] = {}
         op_i, first = pos
         budget = CHUNK
@@ -143,6 +145,8 @@ class ModelBackend:
         while op_i < len(inv.ops):
             op = inv.ops[op_i]
             keys = op.keys
+            if not first:
+                cost += c.update_batch_ns if op.kind == "update" else c.delete_batch_ns if op.kind == "delete" else 0
             if first or len(keys) - first > budget:
                 keys = keys[first:first + budget]
             n = len(keys)
@@ -282,8 +286,9 @@ class ModelBackend:
         limit = end if horizon is None else min(horizon, end if end is not None else horizon)
         if period <= 0 or limit is None:
             return now
-        own_present = sum(1 for k in ps.keys if k in m.htab.table)
-        if m.htab.count - own_present + self._keys_total > m.htab.attr.max_entries:
+        table = m.htab.table
+        present = sum(1 for k in self._all_keys if k in table)
+        if m.htab.count - present + len(self._all_keys) > m.htab.attr.max_entries:
             return now  # is_map_full() could answer differently during the skipped span
         k = (limit - now) // period
         if k < 1:
@@ -319,7 +324,7 @@ class ModelBackend:
     def _producer_states(self, m: ModelMap, producers: tuple[Producer, ...]) -> list[_ProducerState]:
         cpus_of = [sorted({inv.cpu for inv in p.steps}) for p in producers]
         shared = {cpu for i, a in enumerate(cpus_of) for j, b in enumerate(cpus_of) if i != j for cpu in a if cpu in b}
-        self._keys_total = len({k for p in producers for inv in p.steps for op in inv.ops for k in op.keys})
+        self._all_keys = frozenset(k for p in producers for inv in p.steps for op in inv.ops for k in op.keys)
         eligible = self.fast_forward
         self._passive = {self._chain, self._sample_tick, self._unlock_reader}
         out = []

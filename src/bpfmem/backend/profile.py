@@ -36,6 +36,27 @@ class Profile:
         return {"profile": self.name, "source": self.source}
 
 
+GP_KEYS = {"tasks_trace": ("lazy_ms", "gp_min_ms", "gp_max_ms", "lazy_lim", "gp_sleep_ms"),
+           "rcu": ("gp_min_ms", "gp_max_ms")}
+GP_OPTIONAL = ("urgent_qs_ms",)
+TOP_KEYS = ("source", "costs", "tasks_trace", "rcu")
+TOP_OPTIONAL = ("measured",)
+
+
+def _check_keys(d: Any, what: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> list[str]:
+    """Problems with the keys of ``d``: not an object, missing keys, unknown keys (each named)."""
+    if not isinstance(d, dict):
+        return [f"{what} must be a JSON object, got {type(d).__name__}"]
+    out = []
+    missing = [k for k in required if k not in d]
+    unknown = sorted(set(d) - set(required) - set(optional))
+    if missing:
+        out.append(f"{what}: missing {', '.join(missing)}")
+    if unknown:
+        out.append(f"{what}: unknown {', '.join(unknown)} (allowed: {', '.join((*required, *optional))})")
+    return out
+
+
 def _gp(d: dict[str, Any], base: GpModel, what: str) -> GpModel:
     try:
         return GpModel(gp_min_ns=int(float(d.get("gp_min_ms", base.gp_min_ns / MS)) * MS),
@@ -44,24 +65,37 @@ def _gp(d: dict[str, Any], base: GpModel, what: str) -> GpModel:
                        lazy_lim=int(d.get("lazy_lim", base.lazy_lim)),
                        gp_sleep_ns=int(float(d.get("gp_sleep_ms", base.gp_sleep_ns / MS)) * MS),
                        urgent_qs_ns=int(float(d.get("urgent_qs_ms", base.urgent_qs_ns / MS)) * MS))
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise ProfileError(f"{what}: {e}") from None
 
 
 def profile_from_dict(d: dict[str, Any], name: str) -> Profile:
-    known = {f.name for f in fields(CostModel)}
-    costs_d = d.get("costs", {})
-    unknown = set(costs_d) - known
-    if unknown:
-        raise ProfileError(f"costs: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(known))}")
+    """A profile from its JSON object; every missing or unknown key is named (``ProfileError``)."""
+    problems = _check_keys(d, name, TOP_KEYS, TOP_OPTIONAL)
+    cost_keys = tuple(f.name for f in fields(CostModel))
+    if isinstance(d, dict):
+        if "costs" in d:
+            problems += _check_keys(d["costs"], "costs", cost_keys)
+        for k, keys in GP_KEYS.items():
+            if k in d:
+                problems += _check_keys(d[k], k, keys, GP_OPTIONAL)
+    if problems:
+        raise ProfileError("; ".join(problems))
+    costs_d = d["costs"]
     try:
-        costs = CostModel(**{k: (v if k == "source" else type(getattr(CostModel(), k))(v))
+        costs = CostModel(**{k: (str(v) if k == "source" else _number(v, type(getattr(CostModel(), k)), k))
                              for k, v in costs_d.items()})
     except (TypeError, ValueError) as e:
         raise ProfileError(f"costs: {e}") from None
-    return Profile(name, str(d.get("source", "unknown")), costs,
-                   _gp(d.get("tasks_trace", {}), TASKS_TRACE_DEFAULT, "tasks_trace"),
-                   _gp(d.get("rcu", {}), RCU_DEFAULT, "rcu"))
+    return Profile(name, str(d["source"]), costs,
+                   _gp(d["tasks_trace"], TASKS_TRACE_DEFAULT, "tasks_trace"), _gp(d["rcu"], RCU_DEFAULT, "rcu"))
+
+
+def _number(v: Any, kind: type, what: str) -> Any:
+    import math
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{what} must be a finite number, got {v!r}")
+    return kind(v)
 
 
 def load_profile(path: str | None) -> Profile:

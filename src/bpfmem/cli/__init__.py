@@ -1,6 +1,7 @@
 """The bpfmem command line."""
 
 from .main import cli, entry, main
-from . import arena_cmds, explore_cmds, kernel_cmds  # noqa: F401  (register their commands)
+from . import arena_cmds, calibrate_cmd, explore_cmds, kernel_cmds  # noqa: F401  (register their commands)
+from . import plot_cmds  # noqa: F401  (registers bpfmem plot)
 
 __all__ = ["cli", "entry", "main"]

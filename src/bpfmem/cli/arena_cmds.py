@@ -11,13 +11,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .params import Finite
 from .. import __version__
 from ..arena import BPF_F_MMAPABLE, BPF_F_NO_USER_CONV, BPF_F_SEGV_ON_FAULT, ArenaError, BpfArena, UserSpace
 from ..mm import MemCgroup
-from ..report.units import fmt_bytes
+from ..report.units import fmt_bytes, plural
 from ..userspace.arena_api import BpfSide, PageFragAllocator, UserSide
 from ..userspace.arena_htab import ArenaHtab, HtabElem
-from .main import KernelUnavailableError, bench, cli, fail
+from .main import KernelUnavailableError, Refused, bench, cli, fail
 
 PAGE = 4096
 FLAG_NAMES = {"mmapable": BPF_F_MMAPABLE, "segv_on_fault": BPF_F_SEGV_ON_FAULT, "no_user_conv": BPF_F_NO_USER_CONV,
@@ -33,12 +34,16 @@ def parse_flags(text: str) -> int:
     return flags
 
 
-def parse_int(option: str, text: str) -> int:
+def parse_int(option: str, text: str, bits: int = 64) -> int:
+    """An unsigned integer of at most ``bits`` bits, decimal or 0x-hex."""
     try:
-        return int(text, 0)
+        v = int(text, 0)
     except ValueError:
         fail(option, f"not an integer (decimal or 0x-hex): {text!r}")
         raise
+    if not 0 <= v < 1 << bits:
+        fail(option, f"{text} is not a {bits}-bit unsigned value (0 .. {hex((1 << bits) - 1)})")
+    return v
 
 
 def need_kernel() -> None:
@@ -46,6 +51,35 @@ def need_kernel() -> None:
     reason = require_kernel(("bpf", "map:arena", "memcg"))
     if reason:
         raise KernelUnavailableError(f"kernel backend unavailable: {reason}")
+
+
+HEX_PREFIXES = ("user_vm", "kern_vm", "table_ptr", "bpf_", "user_", "kern_", "address", "map_extra")
+
+
+def cell(key: str, v: Any) -> str:
+    """A value as a person reads it: yes/no, addresses in hex, bytes with units, page ranges, one event
+    per line, 'none' for an empty list."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if v is None:
+        return "-"
+    if isinstance(v, int):
+        if key.startswith(HEX_PREFIXES):
+            return hex(v)
+        if key.startswith(("charged", "memlock")) or key.endswith("_bytes"):
+            return fmt_bytes(v)
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:,.1f}"
+    if isinstance(v, (list, tuple)):
+        if not v:
+            return "none"
+        if all(isinstance(x, (list, tuple)) and len(x) == 2 for x in v):
+            return ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in v)
+        return "\n".join(cell(key, x) for x in v)
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {cell(k, x)}" for k, x in v.items()) or "none"
+    return str(v)
 
 
 def emit(doc: dict[str, Any], as_json: bool, table: Table | None) -> None:
@@ -71,12 +105,14 @@ def _ranges(pgoffs: list[int]) -> list[list[int]]:
 
 
 @arena_group.command("create")
-@click.option("--max-entries", type=click.IntRange(0, 1 << 32), required=True, help="Pages.")
+@click.option("--max-entries", type=click.IntRange(0, (1 << 32) - 1), required=True,
+              help="Arena size in 4 KiB pages (attr.max_entries, a 32-bit field; the kernel allows 1..1048576).")
 @click.option("--flags", "flags_text", default="mmapable", show_default=True,
               help=f"Comma list of {', '.join(FLAG_NAMES)}.")
 @click.option("--map-extra", default="0", show_default=True, help="Requested user address (0: first mmap picks).")
-@click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
+              help="Create it in the model, or on the running kernel (root, BPF).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def arena_create(max_entries: int, flags_text: str, map_extra: str, backend: str, as_json: bool) -> None:
     """Create an arena with the kernel's rules and mmap it: the errno, or where it landed."""
     flags, extra = parse_flags(flags_text), parse_int("--map-extra", map_extra)
@@ -93,6 +129,8 @@ def arena_create(max_entries: int, flags_text: str, map_extra: str, backend: str
             with KernelArena(max_entries, flags, extra) as ka:
                 start = ka.mmap(extra)
         doc.update(result="ok", user_vm_start=start, user_vm_end=start + max_entries * PAGE, memlock=0)
+    except ValueError as e:                # a value attr.max_entries/map_extra cannot hold: never truncated
+        fail("--max-entries" if "max_entries" in str(e) else "--map-extra", str(e))
     except OSError as e:
         import errno as errno_mod
         doc.update(result=errno_mod.errorcode.get(e.errno or 0, str(e.errno)), error=str(e))
@@ -102,15 +140,19 @@ def arena_create(max_entries: int, flags_text: str, map_extra: str, backend: str
     for k in ("result", "user_vm_start", "user_vm_end", "memlock", "error"):
         if k in doc:
             v = doc[k]
-            t.add_row(k, hex(v) if isinstance(v, int) and k.startswith("user") else str(v))
+            t.add_row(k, cell(k, v))
     emit(doc, as_json, t)
+    if doc.get("result") != "ok":
+        raise Refused(f"arena create --max-entries {max_entries} --flags {flags_text} --map-extra {map_extra} "
+                      f"on the {backend}: {doc.get('error')}")
 
 
 @arena_group.command("translate")
 @click.argument("address")
-@click.option("--user-vm-start", default="0x7f0000000000", show_default=True)
+@click.option("--user-vm-start", default="0x7f0000000000", show_default=True,
+              help="User address where the arena is mapped (hex or decimal bytes).")
 @click.option("--no-user-conv", is_flag=True, help="The arena has BPF_F_NO_USER_CONV.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def arena_translate(address: str, user_vm_start: str, no_user_conv: bool, as_json: bool) -> None:
     """Show one arena address in every form: user, BPF (32-bit), kernel, page offset."""
     start = parse_int("--user-vm-start", user_vm_start)
@@ -121,6 +163,10 @@ def arena_translate(address: str, user_vm_start: str, no_user_conv: bool, as_jso
     except ArenaError as e:
         fail("--user-vm-start", str(e))
         raise
+    if addr >= 1 << 32 and not start <= addr < start + (1 << 32):
+        a.close()
+        fail("ADDRESS", f"{hex(addr)} is neither a 32-bit BPF arena pointer nor a user address of this arena "
+                        f"({hex(start)} .. {hex(start + (1 << 32) - 1)})")
     ptr32 = a.cast_kern(addr)
     doc = {"tool": "bpfmem", "command": "arena translate", "input": addr, "bpf_pointer": ptr32,
            "user_pointer": a.cast_user(ptr32), "kernel_address": a.kern_addr(ptr32),
@@ -132,18 +178,20 @@ def arena_translate(address: str, user_vm_start: str, no_user_conv: bool, as_jso
     t.add_column("value")
     for k, v in doc.items():
         if k not in ("tool", "command"):
-            t.add_row(k, hex(v) if isinstance(v, int) and not isinstance(v, bool) else str(v))
+            t.add_row(k, cell(k, v) if not isinstance(v, int) or isinstance(v, bool) else hex(v))
     emit(doc, as_json, t)
 
 
 @arena_group.command("inspect")
-@click.option("--max-entries", type=click.IntRange(1, 1 << 20), default=1 << 20, show_default=True)
+@click.option("--max-entries", type=click.IntRange(1, 1 << 20), default=1 << 20, show_default=True,
+              help="Arena size in 4 KiB pages.")
 @click.option("--alloc", "alloc_cnt", type=click.IntRange(0, 1 << 20), default=4, show_default=True,
               help="Pages a program allocates (bpf_arena_alloc_pages).")
-@click.option("--touch", default="", help="Comma list of page offsets user space touches.")
-@click.option("--reserve", default="", help="Comma list of page offsets to reserve.")
-@click.option("--flags", "flags_text", default="mmapable", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--touch", default="", help="Comma list of page offsets user space touches [default: none].")
+@click.option("--reserve", default="", help="Comma list of page offsets to reserve [default: none].")
+@click.option("--flags", "flags_text", default="mmapable", show_default=True,
+              help=f"Comma list of {', '.join(FLAG_NAMES)}.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def arena_inspect(max_entries: int, alloc_cnt: int, touch: str, reserve: str, flags_text: str,
                   as_json: bool) -> None:
     """Build an arena on the model and show which pages exist, what they cost and who paid."""
@@ -185,8 +233,7 @@ def arena_inspect(max_entries: int, alloc_cnt: int, touch: str, reserve: str, fl
     for k, v in doc.items():
         if k in ("tool", "version", "command"):
             continue
-        t.add_row(k, hex(v) if k in ("user_vm_start", "user_vm_end", "kern_vm_start") else
-                  fmt_bytes(v) if k.startswith("charged") else str(v))
+        t.add_row(k, cell(k, v))
     emit(doc, as_json, t)
 
 
@@ -239,11 +286,13 @@ def run_example(backend: str, elements: int, direction: str) -> dict[str, Any]:
 
 
 @arena_group.command("example")
-@click.option("--elements", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
+@click.option("--elements", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
+              help="Key/value pairs the table holds.")
 @click.option("--direction", type=click.Choice(["bpf-to-user", "user-to-bpf"]), default="bpf-to-user",
-              show_default=True)
-@click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+              show_default=True, help="Which side builds the table (the other reads it back).")
+@click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
+              help="A model arena, or a real one on the running kernel (root, BPF).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def arena_example(elements: int, direction: str, backend: str, as_json: bool) -> None:
     """The seed's hash table with linked-list buckets in an arena, built by one side, read by the other."""
     if backend == "kernel" and direction == "bpf-to-user":
@@ -256,7 +305,7 @@ def arena_example(elements: int, direction: str, backend: str, as_json: bool) ->
     t.add_column("value")
     for k, v in doc.items():
         if k not in ("tool", "version", "command"):
-            t.add_row(k, hex(v) if k.startswith("table_ptr") else str(v))
+            t.add_row(k, cell(k, v))
     emit(doc, as_json, t)
 
 
@@ -278,17 +327,29 @@ def arena_side_run(a: Any, usage: Any, side: Any, n: int, value_size: int, delet
             "pages_freed": alloc.pages_freed, "element_bytes": C.sizeof(HtabElem) + ((value_size + 7) & ~7)}
 
 
+ARENA_MAX_BYTES = (1 << 20) * 4096         # max_entries 2^20 pages: the 4 GiB an arena can hold
+
+
 @bench.command("arena-vs-htab")
-@click.option("--elements", type=click.IntRange(1, 2_000_000), default=20_000, show_default=True)
-@click.option("--value-size", type=click.IntRange(0, 4000), default=64, show_default=True)
-@click.option("--delete-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True)
-@click.option("--backend", type=click.Choice(["model", "kernel", "both"]), default="model", show_default=True)
-@click.option("--seed", type=click.IntRange(0, (1 << 63) - 1), default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--elements", type=click.IntRange(1, 2_000_000), default=20_000, show_default=True,
+              help="Key/value pairs stored in each structure.")
+@click.option("--value-size", type=click.IntRange(0, 4000), default=64, show_default=True,
+              help="Value size in bytes.")
+@click.option("--delete-fraction", type=Finite(0, 1), default=0.5, show_default=True,
+              help="Fraction of the elements deleted afterwards (0..1).")
+@click.option("--backend", type=click.Choice(["model", "kernel", "both"]), default="model", show_default=True,
+              help="Run on the model, on the running kernel (root, BPF), or both side by side.")
+@click.option("--seed", type=click.IntRange(0, (1 << 63) - 1), default=0, show_default=True,
+              help="Seed of the choice of deleted elements (and of the model).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def bench_arena_vs_htab(elements: int, value_size: int, delete_fraction: float, backend: str, seed: int,
                         as_json: bool) -> None:
     """Same key/value set in a NO_PREALLOC hash map and in an arena hash table: bytes, peak, after deletes."""
     from ..backend.protocol import BPF_ANY, Invocation, MapSpec, Op
+    need = elements * (C.sizeof(HtabElem) + ((value_size + 7) & ~7))
+    if need > ARENA_MAX_BYTES * 0.9:        # page fragments waste a little: keep a margin
+        fail("--elements", f"{elements:,} elements of {value_size} B need about {fmt_bytes(need)} of arena "
+                           f"(nodes and values); an arena holds at most {fmt_bytes(ARENA_MAX_BYTES)}")
     rng = random.Random(seed)
     delete = sorted(rng.sample(range(elements), int(elements * delete_fraction)))
     keys = tuple(range(elements))
@@ -353,7 +414,7 @@ def bench_arena_vs_htab(elements: int, value_size: int, delete_fraction: float, 
            "notes": ["arena pages go back only when every object on them is freed (page-fragment allocator); "
                      "user space cannot free arena pages at all (munmap/MADV_DONTNEED keep them)",
                      "htab elements freed by delete stay parked on the allocator's lists (see bench htab-mem)"]}
-    t = Table(title=f"arena vs htab: {elements} elements, value {value_size} B, delete {delete_fraction:.0%}")
+    t = Table(title=f"arena vs htab: {plural(elements, 'element')}, value {value_size} B, delete {delete_fraction:.0%}")
     for c in ("structure", "backend", "bytes/element", "peak", "after delete", "after 1 s idle"):
         t.add_column(c, justify="left" if c in ("structure", "backend") else "right")
     for r in rows:

@@ -14,13 +14,10 @@ from ..explore.explore import STOP_MODES, STRATEGIES, ExploreResult, explore, re
 from ..explore.runtime import MAX_STEPS
 from ..explore.scenarios import POLICIES, POLICY_HELP, SCENARIOS
 from ..explore.strategies import ReplayDivergence
-from .main import cli, fail
+from ..report.units import plural
+from .main import Finding, cli, fail
 
 _POLICY_LINES = "; ".join(f"{p}: {h}" for p, h in POLICY_HELP.items())
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 @cli.command("explore")
@@ -73,8 +70,11 @@ def explore_cmd(scenario: str | None, list_: bool, policy: str, planted: bool, s
            "schedules_per_s": round(r.schedules / r.elapsed_s) if r.elapsed_s else None}
     if as_json:
         click.echo(json.dumps(doc, indent=1))
-        return
-    _print_result(r, doc)
+    else:
+        _print_result(r, doc)
+    if r.unaccepted:
+        raise Finding(f"{plural(r.unaccepted, 'schedule')} with a bug the kernel would not accept "
+                      f"({', '.join(k for k in r.found_kinds if not SCENARIOS[scenario].accepted.get(k))})")
 
 
 def _list(as_json: bool) -> None:
@@ -101,7 +101,7 @@ def _list(as_json: bool) -> None:
 def _print_result(r: ExploreResult, doc: dict) -> None:
     con = Console()
     what = f"{r.scenario} / {r.policy}{' / planted bug' if r.planted else ''} / {r.strategy}"
-    con.print(f"{what}: {_plural(r.schedules, 'schedule')} in {r.elapsed_s:.2f} s "
+    con.print(f"{what}: {plural(r.schedules, 'schedule')} in {r.elapsed_s:.2f} s "
               f"({doc['schedules_per_s']}/s); {r.proves}", highlight=False)
     kinds = ", ".join(f"{k} ×{n}" for k, n in r.found_kinds.items()) or "none"
     con.print(f"violations by kind: {kinds}; runs with a bug: {r.unaccepted:,}", highlight=False)
@@ -139,7 +139,7 @@ def replay_cmd(trace: str, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=1))
         return
     con = Console()
-    con.print(f"{scenario} / {policy}{' / planted bug' if planted else ''}: {_plural(len(res.raw_steps), 'step')}")
+    con.print(f"{scenario} / {policy}{' / planted bug' if planted else ''}: {plural(len(res.raw_steps), 'step')}")
     for i, step in enumerate(res.steps):
         con.print(f"  {i:3d}  {step}", highlight=False)
     for v in res.violations:
@@ -180,7 +180,7 @@ def _register_bench_explore() -> None:
         if as_json:
             click.echo(json.dumps(doc, indent=1))
             return
-        t = Table(title=f"explorer speed ({_plural(jobs, 'job')}) and DFS tree sizes",
+        t = Table(title=f"explorer speed ({plural(jobs, 'job')}) and DFS tree sizes",
                   caption=f"dfs columns: schedules within bound 0 / 1 / ... / {max_bound}, per policy; "
                           "bug = bug_free_rcu_no_gp; - : the scenario does not run under that policy")
         t.add_column("scenario")

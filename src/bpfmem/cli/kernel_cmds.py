@@ -1,4 +1,4 @@
-"""Commands that touch the running kernel: probe, compare, calibrate."""
+"""Commands that touch the running kernel: probe, cleanup, compare (calibrate: ``calibrate_cmd``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from typing import Any
 
 import click
@@ -17,10 +16,17 @@ from rich.table import Table
 from .. import __version__
 from ..bench import run_htab_mem
 from ..bench.elem_cost import element_charge
-from ..report.units import fmt_bytes
-from .main import (NSEC_PER_SEC, KernelUnavailableError, build_workloads, cli, fail, kernel_policies, load_model_profile, model_backend,
-                   open_kernel, progress_bar, workload_options)
+from ..report.units import fmt_bytes, plural
+from .main import (NSEC_PER_SEC, Finding, KernelUnavailableError, build_workloads, cli, kernel_policies, load_model_profile,
+                   model_backend, open_kernel, workload_options)
+from .progress import progress
 
+# the same names as bench htab-mem's table
+LABELS = {"create_bytes": "create", "steady_bytes": "steady", "peak_bytes": "peak", "at_last_delete_bytes": "last delete",
+          "after_idle_bytes": "after idle", "after_poke_bytes": "after poke", "poke_release_ms": "poke→drop",
+          "ops_per_sec": "map ops/s"}
+CHECK_BYTES = 0.05
+CHECK_OPS = 0.15
 COMPARED = (("create_bytes", "bytes"), ("steady_bytes", "bytes"), ("peak_bytes", "bytes"),
             ("at_last_delete_bytes", "bytes"), ("after_idle_bytes", "bytes"), ("after_poke_bytes", "bytes"),
             ("poke_release_ms", "ms"), ("ops_per_sec", "ops"))
@@ -32,7 +38,7 @@ def kernel_group() -> None:
 
 
 @kernel_group.command("probe")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def kernel_probe(as_json: bool) -> None:
     """Kernel version, privilege, usable map and program types, test-run, arena, memcg, CPUs."""
     from ..kernel.probe import probe
@@ -40,7 +46,7 @@ def kernel_probe(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=1))
     else:
-        t = Table(title=f"Linux {r.kernel} ({r.machine}), {r.cpus} CPUs, euid {r.euid}")
+        t = Table(title=f"Linux {r.kernel} ({r.machine}), {plural(r.cpus, 'CPU')}, euid {r.euid}")
         t.add_column("feature", no_wrap=True)
         t.add_column("usable")
         t.add_column("detail")
@@ -49,6 +55,38 @@ def kernel_probe(as_json: bool) -> None:
         Console().print(t)
     if not r.ok("bpf"):
         raise KernelUnavailableError(f"bpf: {r.reason('bpf')}")
+
+
+@kernel_group.command("cleanup")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def kernel_cleanup(dry_run: bool, as_json: bool) -> None:
+    """Remove what killed bpfmem runs left behind: memory cgroups named bpfmem-* whose process is gone.
+
+    A run that exits, fails or gets SIGINT/SIGTERM/SIGHUP removes everything itself, and its workers die
+    with it (PR_SET_PDEATHSIG); only SIGKILL or a crash of the whole machine can leave cgroups.  Maps need
+    no cleanup: they go when the last process holding them exits, and bpfmem pins none."""
+    from ..kernel.lifecycle import clean, leftovers
+    try:
+        found = leftovers()
+    except OSError as e:
+        raise KernelUnavailableError(f"cannot read the memory cgroup hierarchy: {e}") from None
+    failed = [] if dry_run else clean(found)
+    if as_json:
+        click.echo(json.dumps({"tool": "bpfmem", "version": __version__, "command": "kernel cleanup",
+                               "dry_run": dry_run, "found": [lo.__dict__ for lo in found], "failed": failed},
+                              indent=1))
+    else:
+        con = Console(stderr=False)
+        if not found:
+            con.print("no leftovers of earlier bpfmem runs")
+        for lo in found:
+            verb = "would remove" if dry_run else "removed"
+            con.print(f"{verb} {lo.path} (made by pid {lo.pid}: {lo.reason})", highlight=False, soft_wrap=True)
+        for f in failed:
+            con.print(f"[red]could not remove[/red] {f}", highlight=False, soft_wrap=True)
+    if failed:
+        raise KernelUnavailableError(f"{len(failed)} leftover(s) could not be removed")
 
 
 def _summary(model_v: float | None, kernel_vs: list[float | None], resolution: float = 0.0) -> dict[str, Any]:
@@ -83,9 +121,13 @@ def _fmt(v: float | None, unit: str) -> str:
               help="Kernel runs per case (their spread is shown).")
 @click.option("--elem-charge/--no-elem-charge", default=True, show_default=True,
               help="Also measure the charge per element on both backends.")
+@click.option("--check", is_flag=True,
+              help=f"Exit 1 if the model is outside its tolerance: steady/peak bytes outside the kernel's range "
+                   f"(± its resolution) and more than {CHECK_BYTES:.0%} off, or map ops/s more than "
+                   f"{CHECK_OPS:.0%} off.")
 def compare(policy: str, use_case: str, cpus: int | None, value_size: int, max_entries: int | None, batch: int,
             duration: float, idle: float, poke: int, seed: int, profile_path: str | None, driver: str,
-            as_json: bool, repeat: int, elem_charge: bool) -> None:
+            as_json: bool, quiet: bool, repeat: int, elem_charge: bool, check: bool) -> None:
     """Run the same workload on the model and on the kernel, side by side, with the model's error."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0))
@@ -98,7 +140,7 @@ def compare(policy: str, use_case: str, cpus: int | None, value_size: int, max_e
     cases = []
     runs = [(uc, pol) for uc in workloads for pol in policies]
     kinfo: dict[str, Any] = {}
-    with progress_bar(sys.stderr.isatty()) as prog:
+    with progress(quiet, as_json) as prog:
         task = prog.add_task("compare", total=len(runs) * (repeat + 1) + (2 if elem_charge else 0))
         for uc, pol in runs:
             prog.update(task, description=f"{uc} / {pol}: model")
@@ -135,14 +177,36 @@ def compare(policy: str, use_case: str, cpus: int | None, value_size: int, max_e
                       "poke": poke, "seed": seed, "repeat": repeat, "driver": driver},
            "model": {"profile": profile.name, "source": profile.source}, "kernel": kinfo,
            "cases": cases, "element_charge": elem}
+    doc["outside_tolerance"] = outside = _outside(cases) if check else []
     if as_json:
         click.echo(json.dumps(doc, indent=1))
-        return
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    else:
+        _print_compare(doc, profile.name, profile.source, driver, repeat, cpus, value_size)
+    if outside:
+        raise Finding(f"the model is outside its tolerance: {'; '.join(outside)}")
+
+
+def _outside(cases: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for case in cases:
+        for name in ("steady_bytes", "peak_bytes", "ops_per_sec"):
+            s = case["metrics"][name]
+            if s["rel_error"] is None:
+                continue
+            tol = CHECK_OPS if name == "ops_per_sec" else CHECK_BYTES
+            if abs(s["rel_error"]) > tol and not (name != "ops_per_sec" and s["inside"]):
+                out.append(f"{case['use_case']}/{case['policy']} {name} {100 * s['rel_error']:+.1f} %")
+    return out
+
+
+def _print_compare(doc: dict[str, Any], profile_name: str, profile_source: str, driver: str, repeat: int,
+                   cpus: int, value_size: int) -> None:
+    cases, elem = doc["cases"], doc["element_charge"]
+    console = Console(width=None if sys.stdout.isatty() else 200)
     units = dict(COMPARED)
     for case in cases:
-        t = Table(title=f"{case['use_case']} / {case['policy']}: model vs kernel ({repeat} kernel runs, "
-                        f"{cpus} CPUs, value {value_size} B)")
+        t = Table(title=f"{case['use_case']} / {case['policy']}: model vs kernel ({plural(repeat, 'kernel run')}, "
+                        f"{plural(cpus, 'CPU')}, value {value_size} B)")
         for c in ("metric", "model", "kernel mean", "kernel min–max", "model error", "in kernel range ±res"):
             t.add_column(c, justify="left" if c == "metric" else "right", no_wrap=c == "metric")
         for name, s in case["metrics"].items():
@@ -150,163 +214,19 @@ def compare(policy: str, use_case: str, cpus: int | None, value_size: int, max_e
             rng = "-" if s["kernel_min"] is None else f"{_fmt(s['kernel_min'], u)} – {_fmt(s['kernel_max'], u)}"
             err = "-" if s["rel_error"] is None else f"{100 * s['rel_error']:+.1f} %"
             inside = "-" if s["inside"] is None else ("yes" if s["inside"] else "no")
-            label = name.replace("_bytes", "").replace("_", " ") + (" (modelled)" if name == "ops_per_sec" else "")
+            label = LABELS[name]
             t.add_row(label, _fmt(s["model"], u), _fmt(s["kernel_mean"], u), rng, err, inside)
         console.print(t)
         if any(case["kernel_errors"]) or case["model_errors"]:
-            console.print(f"errors: model {case['model_errors']}, kernel {case['kernel_errors']}")
+            def errs(d: dict[str, int]) -> str:
+                return ", ".join(f"{k} ×{v}" for k, v in d.items()) or "none"
+            runs = "; ".join(f"run {i + 1}: {errs(e)}" for i, e in enumerate(case["kernel_errors"]))
+            console.print(f"failed operations: model {errs(case['model_errors'])}; kernel {runs}", highlight=False)
     if elem:
         console.print(f"charge per element (value {value_size} B): model {elem['model']:.1f} B, "
                       f"kernel {elem['kernel']:.1f} B ({'equal' if elem['exact'] else 'DIFFERENT'})")
-    console.print(f"[dim]model profile: {profile.name} ({profile.source}); kernel: Linux {platform.release()}, "
-                  f"driver {driver}[/dim]")
+    console.print(f"[dim]model: profile {profile_name} ({profile_source}); kernel: measured on Linux "
+                  f"{platform.release()}, {cpus} CPU{'' if cpus == 1 else 's'}, driver {driver}, "
+                  f"{repeat} run{'' if repeat == 1 else 's'}[/dim]", highlight=False)
 
 
-def _hz() -> int:
-    """CONFIG_HZ of the running kernel (from /proc/config.gz or /boot/config-*), else 250."""
-    import gzip
-    for path in ("/proc/config.gz", f"/boot/config-{platform.release()}"):
-        try:
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt") as f:  # type: ignore[operator]
-                for line in f:
-                    if line.startswith("CONFIG_HZ="):
-                        return int(line.split("=")[1])
-        except OSError:
-            continue
-    return 250
-
-
-def _llc_bytes() -> int:
-    """Size of the largest CPU cache level (sysfs), else 32 MiB."""
-    best = 0
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        for d in os.listdir(base):
-            try:
-                text = open(os.path.join(base, d, "size")).read().strip()
-            except OSError:
-                continue
-            mult = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
-            best = max(best, int(text.rstrip("KM")) * mult)
-    except OSError:
-        pass
-    return best or 32 << 20
-
-
-def _lazy_ms() -> float:
-    """rcupdate.rcu_tasks_trace_lazy_ms (-1 means HZ/4)."""
-    try:
-        v = int(open("/sys/module/rcupdate/parameters/rcu_tasks_trace_lazy_ms").read())
-    except (OSError, ValueError):
-        v = -1
-    if v < 0:
-        hz = _hz()
-        return 1000.0 * -(-hz // 4) / hz
-    return float(v)
-
-
-@cli.command("calibrate")
-@click.option("--driver", type=click.Choice(["syscall", "prog"]), default="syscall", show_default=True,
-              help="How the kernel runs map operations while being measured.")
-@click.option("--repeat", type=click.IntRange(1, 20), default=3, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), default="bpfmem-profile.json",
-              show_default=True, help="Profile file to write (load it with --profile).")
-@click.option("--json", "as_json", is_flag=True)
-def calibrate(driver: str, repeat: int, out: str, as_json: bool) -> None:
-    """Fit the model's profile (operation costs, tasks-trace delay) to this machine's kernel."""
-    from ..backend.protocol import BPF_ANY, Invocation, MapSpec, Op
-    from ..workloads import HtabMemConfig, htab_mem
-    d = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(d):
-        fail("--out", f"directory {d} does not exist")
-    lazy = _lazy_ms()
-    releases: list[float] = []
-    per_op: dict[str, list[float]] = {}
-    with progress_bar(sys.stderr.isatty()) as prog:
-        task = prog.add_task("calibrate", total=repeat * 8 + 1)
-        for _ in range(repeat):
-            # grace-period timing: the poke's pile is freed lazy + one tasks-trace GP later
-            wl = htab_mem(HtabMemConfig("batch_add_batch_del", 1, batch=1000, max_entries=8192))
-            with open_kernel(1, driver, "v6.6") as kb:
-                r = run_htab_mem(kb, wl, "v6.6", duration_ns=NSEC_PER_SEC // 5, idle_ns=NSEC_PER_SEC // 2)
-            if r.poke_release_ms is not None:
-                releases.append(r.poke_release_ms)
-            prog.advance(task)
-            # per-operation times: ops/s of single-CPU loops at two batch sizes
-            for name, uc, n, pol, vs in (("replace64", "overwrite", 64, "v6.6", 8),
-                                         ("replace1k", "overwrite", 1024, "v6.6", 8),
-                                         ("replace1k_4000", "overwrite", 1024, "v6.6", 4000),
-                                         ("adddel1k", "batch_add_batch_del", 1024, "v6.6", 8),
-                                         ("prealloc1k", "overwrite", 1024, "prealloc", 8)):
-                wl = htab_mem(HtabMemConfig(uc, 1, value_size=vs, batch=n, max_entries=max(8192, n), poke=0))
-                with open_kernel(1, driver, pol) as kb:
-                    m = kb.map_create(wl.map_spec)
-                    try:
-                        kb.execute(m, wl.producers[0].steps)       # warm: elements exist, caches filled
-                        c = kb.run(m, wl.producers, NSEC_PER_SEC // 2)
-                    finally:
-                        kb.map_close(m)
-                per_op.setdefault(name, []).append(c.elapsed_ns / max(c.ops, 1))
-                prog.advance(task)
-            # filling fresh maps: every update kmallocs (the refill's cost per object and per KiB)
-            for name, vs in (("fill_8", 8), ("fill_4000", 4000)):
-                keys = tuple(range(20_000))
-                with open_kernel(1, driver, "v6.6") as kb:
-                    m = kb.map_create(MapSpec("hash", 4, vs, 20_000))
-                    try:
-                        c = kb.execute(m, (Invocation(0, (Op("update", keys, BPF_ANY),)),))
-                    finally:
-                        kb.map_close(m)
-                per_op.setdefault(name, []).append(c.elapsed_ns / len(keys))
-                prog.advance(task)
-        # a map far larger than the cache: overwrite of 100k elements of 4000 B (about 400 MiB), once
-        wl = htab_mem(HtabMemConfig("overwrite", 1, value_size=4000, batch=100_000, max_entries=100_000, poke=0))
-        with open_kernel(1, driver, "v6.6") as kb:
-            m = kb.map_create(wl.map_spec)
-            try:
-                kb.execute(m, wl.producers[0].steps)
-                big_charge = kb.sample(m).charged
-                c = kb.run(m, wl.producers, 2 * NSEC_PER_SEC)
-            finally:
-                kb.map_close(m)
-        per_op["replace100k_4000"] = [c.elapsed_ns / max(c.ops, 1)]
-        prog.advance(task)
-    med = {k: statistics.median(v) for k, v in per_op.items()}
-    # per invocation = a + b*N: from N=64 and N=1024
-    b_replace = (med["replace1k"] * 1024 - med["replace64"] * 64) / (1024 - 64)
-    a_inv = max(med["replace64"] * 64 - b_replace * 64, 0.0)
-    b_adddel = max(med["adddel1k"] - a_inv / 2048, 1.0)
-    copy_per_kb = max((med["replace1k_4000"] - med["replace1k"]) / (3992 / 1024), 0.0)
-    update_new = b_adddel * 1.1
-    # a fresh fill: update_new + copy + one kmalloc per element (unit 72 B resp. 4064 B)
-    kmalloc = max(med["fill_8"] - update_new, 0.0)
-    kmalloc_per_kb = max((med["fill_4000"] - med["fill_8"] - copy_per_kb * 3992 / 1024) / (4064 / 1024), 0.0)
-    llc = _llc_bytes()
-    small = b_replace + copy_per_kb * 3992 / 1024 + a_inv / 100_000
-    frac = max(1 - llc / big_charge, 0.01) if big_charge > llc else 1.0
-    miss = max((med["replace100k_4000"] - small) / frac, 0.0)
-    costs = {"invocation_ns": round(a_inv), "update_replace_ns": round(b_replace),
-             "llc_bytes": llc, "miss_ns": round(miss, 1),
-             "update_new_ns": round(update_new), "delete_ns": round(b_adddel * 0.9),
-             "kmalloc_ns": round(kmalloc), "kmalloc_ns_per_kb": round(kmalloc_per_kb, 1),
-             "value_copy_ns_per_kb": round(copy_per_kb, 1),
-             "prealloc_factor": round(max(min(med["prealloc1k"] / med["replace1k"], 1.5), 0.1), 3),
-             "source": (f"bpfmem calibrate --driver {driver} on Linux {platform.release()}, "
-                        f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")}
-    gp = sorted(x - lazy for x in releases)
-    tasks_trace = {"lazy_ms": round(lazy, 3), "gp_min_ms": round(max(gp[0], 1.0), 1) if gp else 20,
-                   "gp_max_ms": round(max(gp[-1], gp[0], 1.0), 1) if gp else 35, "lazy_lim": 32, "gp_sleep_ms": 4}
-    profile = {"source": costs["source"], "costs": costs, "tasks_trace": tasks_trace,
-               "rcu": {"gp_min_ms": 4, "gp_max_ms": 20},
-               "measured": {"poke_release_ms": releases, "ns_per_op": per_op,
-                            "notes": "update_new/delete split 1.1:0.9 of the add+delete mean (not separable "
-                                     "from these runs); normal RCU GP not measured (assumed 4-20 ms)"}}
-    with open(out, "w") as f:
-        json.dump(profile, f, indent=1)
-    if as_json:
-        click.echo(json.dumps(profile, indent=1))
-        return
-    console = Console()
-    console.print_json(json.dumps({k: profile[k] for k in ("costs", "tasks_trace")}))
-    console.print(f"profile written to {out}; use it with --profile {out}")

@@ -16,8 +16,9 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .params import Finite, check_output_path
+from .progress import progress
 from .. import __version__
 from ..backend.model import ModelBackend
 from ..bench import run_htab_mem
@@ -40,12 +41,17 @@ def fail(option: str, message: str) -> None:
     raise click.BadParameter(message, param_hint=f"'{option}'")
 
 
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=True, disable=not enabled)
+EXIT_CODES = """\
+exit codes:
+  0    done
+  1    a finding: explore found a bug; compare --check found the model outside its tolerance
+  2    bad input, or this machine cannot do it (no privilege, no BPF, the kernel refused)
+  70   an internal error of bpfmem (a bug: please report it with BPFMEM_DEBUG=1 output)
+  129  SIGHUP, 130 SIGINT (Ctrl-C), 143 SIGTERM: stopped, everything it made removed
+  141  the output pipe was closed"""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog="\b\n" + EXIT_CODES)
 @click.version_option(__version__, prog_name="bpfmem")
 def cli() -> None:
     """bpfmem: the kernel's BPF memory management, as a model you can run and check."""
@@ -73,9 +79,9 @@ def workload_options(fn: Any) -> Any:
                      help="Map size [default: max(8192, 64 x cpus, keys used)]."),
         click.option("--batch", type=click.IntRange(1, 1 << 20), default=64, show_default=True,
                      help="Keys per program run (OP_BATCH)."),
-        click.option("--duration", type=click.FloatRange(0, 3600, min_open=True), default=1.0, show_default=True,
+        click.option("--duration", type=Finite(0, 3600, min_open=True), default=1.0, show_default=True,
                      help="Run phase, seconds (simulated on the model)."),
-        click.option("--idle", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
+        click.option("--idle", type=Finite(0, 3600), default=1.0, show_default=True,
                      help="Idle phases after the drain and after the poke, seconds."),
         click.option("--poke", type=click.IntRange(0, 1 << 20), default=200, show_default=True,
                      help="Keys each CPU adds and deletes after the idle phase."),
@@ -86,6 +92,8 @@ def workload_options(fn: Any) -> Any:
         click.option("--driver", type=click.Choice(list(DRIVERS)), default="syscall", show_default=True,
                      help="Kernel: run ops by batch syscalls or from a BPF program (BPF_PROG_TEST_RUN)."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress on stderr (a bar on a terminal, "
+                                                         "plain lines otherwise)."),
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -138,12 +146,33 @@ def kernel_policies(policy: str) -> list[str]:
     return [policy]
 
 
+_warned_leftovers = False
+
+
+def warn_leftovers() -> None:
+    """One line on stderr (once per process) when earlier runs left cgroups behind."""
+    global _warned_leftovers
+    if _warned_leftovers:
+        return
+    _warned_leftovers = True
+    from ..kernel.lifecycle import leftovers
+    try:
+        found = leftovers()
+    except OSError:
+        return
+    if found:
+        click.echo(f"bpfmem: {len(found)} memory cgroup(s) left by earlier runs that were killed "
+                   f"(e.g. {found[0].path}); remove them with: bpfmem kernel cleanup", err=True)
+
+
 def open_kernel(cpus: int, driver: str, policy: str) -> Any:
     from ..kernel.backend import KernelBackend, KernelUnavailable
     try:
-        return KernelBackend(cpus, driver=driver, policy=policy)
+        be = KernelBackend(cpus, driver=driver, policy=policy)
     except KernelUnavailable as e:
         raise KernelUnavailableError(f"kernel backend unavailable: {e}") from None
+    warn_leftovers()
+    return be
 
 
 @bench.command("htab-mem")
@@ -152,18 +181,18 @@ def open_kernel(cpus: int, driver: str, policy: str) -> Any:
 @click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
               help="Where to run: the model, or the running kernel (root, BPF, memcg).")
 @workload_options
-@click.option("--sample-interval", type=click.FloatRange(0.01, 10000), default=None,
+@click.option("--sample-interval", type=Finite(0.01, 10000), default=None,
               help="Memory sampling interval, ms [default: 10 on the model, 1 on the kernel].")
 @click.option("--fast-forward/--no-fast-forward", default=True, show_default=True,
               help="Model: skip exactly repeating cycles (counts stay exact).")
 @click.option("--breakdown/--no-breakdown", default=None,
               help="Print where the bytes sit [default: when at most 3 results].")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write memory over time per list to this .png/.svg/.pdf.")
+              help="Write memory over time per list to this .png/.svg/.pdf file [default: no plot].")
 def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, value_size: int,
                    max_entries: int | None, batch: int, duration: float, idle: float, poke: int, seed: int,
                    profile_path: str | None, driver: str, as_json: bool, sample_interval: float | None,
-                   fast_forward: bool, breakdown: bool | None, plot: str | None) -> None:
+                   fast_forward: bool, breakdown: bool | None, plot: str | None, quiet: bool) -> None:
     """Run the htab-mem use cases and report memory like the kernel bench, plus where every byte sits."""
     check_plot_path(plot)
     if cpus is None:
@@ -175,7 +204,7 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, v
     results: list[dict[str, Any]] = []
     backend_info: dict[str, Any] = {}
     runs = [(uc, pol) for uc in workloads for pol in policies]
-    with progress_bar(sys.stderr.isatty()) as prog:
+    with progress(quiet, as_json) as prog:
         task = prog.add_task("htab-mem", total=len(runs))
         for uc, pol in runs:
             def say(phase: str, uc: str = uc, pol: str = pol) -> None:
@@ -209,33 +238,27 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, v
     }
     if plot is not None:
         from ..report.plot import plot_htab_mem
-        plot_htab_mem(results, plot)
+        plot_htab_mem(results, plot, context=doc)
     if as_json:
         click.echo(json.dumps(doc, indent=1, sort_keys=False))
         return
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = Console(width=None if sys.stdout.isatty() else 200)
     print_htab_mem(console, doc, breakdowns=breakdown if breakdown is not None else len(results) <= 3)
     if plot is not None:
         console.print(f"plot written to {plot}")
 
 
 def check_plot_path(plot: str | None) -> None:
-    if plot is None:
-        return
-    ext = os.path.splitext(plot)[1].lower()
-    if ext not in (".png", ".svg", ".pdf"):
-        fail("--plot", f"file must end in .png, .svg or .pdf, got {plot!r}")
-    d = os.path.dirname(os.path.abspath(plot))
-    if not os.path.isdir(d):
-        fail("--plot", f"directory {d} does not exist")
+    check_output_path("--plot", plot, (".png", ".svg", ".pdf"))
 
 
 @bench.command("self")
-@click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True)
-@click.option("--duration", type=click.FloatRange(0, 60, min_open=True), default=0.05, show_default=True,
+@click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True, help="Simulated CPUs (producers).")
+@click.option("--duration", type=Finite(0, 60, min_open=True), default=0.05, show_default=True,
               help="Simulated seconds per measurement.")
-@click.option("--policy", type=click.Choice(list(POLICIES)), default="v6.6", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--policy", type=click.Choice(list(POLICIES)), default="v6.6", show_default=True,
+              help="Element memory policy to time.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def bench_self(cpus: int, duration: float, policy: str, as_json: bool) -> None:
     """How fast the model runs: simulated map operations per wall second, one core."""
     rows = []
@@ -272,7 +295,7 @@ def bench_self(cpus: int, duration: float, policy: str, as_json: bool) -> None:
 
 
 @cli.command("policies")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def policies_cmd(as_json: bool) -> None:
     """List the element memory policies the model knows."""
     rows = [{"name": p.name, "kernel": p.kernel, "description": p.description} for p in POLICIES.values()]
@@ -288,8 +311,47 @@ def policies_cmd(as_json: bool) -> None:
     Console().print(t)
 
 
+EXIT_FINDING = 1
+EXIT_INTERNAL = 70
+
+
+class Refused(click.ClickException):
+    """The kernel (or the model, by the kernel's rules) refused what was asked: exit 2 with the errno."""
+
+    exit_code = 2
+
+
+class Finding(click.ClickException):
+    """The command ran and found what it was looking for (a bug, a model outside its tolerance): exit 1."""
+
+    exit_code = EXIT_FINDING
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: usage errors become one line on stderr and exit code 2."""
+    """Entry point: one line on stderr and a documented exit code for every outcome (see EXIT_CODES)."""
+    from ..kernel.lifecycle import Terminated, signals_as_exceptions, teardown
+    code = 0
+    try:
+        with signals_as_exceptions():
+            try:
+                code = _run(argv)
+            finally:
+                failed = teardown()
+                if failed:
+                    click.echo(f"bpfmem: could not remove {'; '.join(failed)}", err=True)
+    except Terminated as e:
+        click.echo(f"bpfmem: stopped by {e.name}; everything it made was removed", err=True)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        click.echo("bpfmem: interrupted; everything it made was removed", err=True)
+        code = 130
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
+    if argv is not None and any("\0" in a for a in argv):
+        click.echo("bpfmem: an argument contains a NUL byte (no command line can pass one)", err=True)
+        return 2
     try:
         cli.main(args=argv, prog_name="bpfmem", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:  # pragma: no cover - click >= 8.2
@@ -306,9 +368,35 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         click.echo(f"bpfmem: {_one_line(e.format_message())}", err=True)
         return e.exit_code
-    except KeyboardInterrupt:
-        click.echo("bpfmem: interrupted", err=True)
-        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")     # the reader went away: nothing more to say
+        except OSError:
+            pass
+        return 141
+    except SystemExit as e:
+        # rich answers a closed pipe by pointing stdout at /dev/null and raising SystemExit(1)
+        try:
+            if os.path.samestat(os.fstat(1), os.stat(os.devnull)):
+                return 141
+        except OSError:
+            pass
+        return e.code if isinstance(e.code, int) else 1
+    except OSError as e:
+        # the kernel (bpf(2), cgroups, mmap) or the file system refused: the message names the call
+        click.echo(f"bpfmem: {_one_line(str(e))}", err=True)
+        return 2
+    except (KeyboardInterrupt, BaseException) as e:
+        if isinstance(e, (KeyboardInterrupt, SystemExit)) or type(e).__name__ == "Terminated":
+            raise
+        from ..maps.base import BpfError
+        if isinstance(e, BpfError):            # the model refused what the kernel refuses (same errno)
+            click.echo(f"bpfmem: the model refused: {_one_line(str(e))}", err=True)
+            return 2
+        if os.environ.get("BPFMEM_DEBUG"):
+            raise
+        click.echo(f"bpfmem: internal error (a bug in bpfmem): {type(e).__name__}: {_one_line(str(e))}", err=True)
+        return EXIT_INTERNAL
     return 0
 
 

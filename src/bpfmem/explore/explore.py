@@ -29,6 +29,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..report.units import plural
 from ..sim import RandomScheduler
 from .runtime import MAX_STEPS, Run, RunResult
 from .scenarios import SCENARIOS, Scenario
@@ -311,8 +312,8 @@ def explore(scenario: str, policy: str, strategy: str = "random", schedules: int
         exhausted = (not stopped and len(parts) == len(firsts) and all(d for _r, d in parts)
                      and total <= schedules)
         proves = (f"exhaustive over every schedule with at most {bound} deviations from the default order "
-                  f"({count} schedules)" if exhausted else
-                  f"partial: stopped after {count} schedules" + (" at a violation" if stopped else ""))
+                  f"({plural(count, 'schedule')})" if exhausted else
+                  f"partial: stopped after {plural(count, 'schedule')}" + (" at a violation" if stopped else ""))
     else:
         if strategy == "pct":
             k = measure_k(sc, policy, planted, seed, max_steps)

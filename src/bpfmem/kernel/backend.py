@@ -37,6 +37,7 @@ from . import DRIVERS
 from . import syscall as S
 from . import uapi as U
 from .cgroup import ChildMemcg, MemcgLayout, create_in, memcg_layout
+from .lifecycle import fork, kill_and_reap
 
 
 
@@ -186,6 +187,8 @@ class KernelBackend:
     def map_create(self, spec: MapSpec) -> KernelMap:
         mtype = U.BPF_MAP_TYPE_PERCPU_HASH if spec.map_type == "percpu_hash" else U.BPF_MAP_TYPE_HASH
         flags = U.BPF_F_NO_PREALLOC if (spec.no_prealloc and self.policy != "prealloc") else 0
+        # values no attr field can hold are refused here (ValueError): the creating child forwards only OSError
+        S.check_map_create_attr(spec.key_size, spec.value_size, spec.max_entries, flags, map_type=mtype)
         cg = ChildMemcg(self.layout, "map")
         try:
             base = cg.usage()
@@ -256,7 +259,7 @@ class KernelBackend:
                 rings = {cpu: os.pipe() for cpu in cpus} if len(cpus) > 1 else {}
                 for cpu in cpus:
                     res_r, res_w = os.pipe()
-                    pid = os.fork()
+                    pid = fork()
                     if pid == 0:  # pragma: no cover - worker process
                         code = 0
                         try:
@@ -359,12 +362,7 @@ class KernelBackend:
 
     def _reap(self, pids: list[int]) -> None:
         for pid in pids:
-            try:
-                if os.waitpid(pid, os.WNOHANG) == (0, 0):
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+            kill_and_reap(pid)
         self._workers = []
 
     def idle(self, m: KernelMap, duration_ns: int, phase: str = "idle") -> None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from dataclasses import dataclass
 from typing import Callable
+
+from .lifecycle import cgroup_name, fork, register_cgroup, remove_cgroup, unregister_cgroup, unregister_pid
 
 ROOT = "/sys/fs/cgroup"
 
@@ -57,14 +58,15 @@ def memcg_layout() -> MemcgLayout | None:
 
 
 class ChildMemcg:
-    """A fresh child memory cgroup under our own, removed on exit (also on errors)."""
+    """A fresh child memory cgroup under our own, removed on exit, on errors and on signals
+    (registered before it exists: ``lifecycle``)."""
 
     _seq = 0
 
     def __init__(self, layout: MemcgLayout, tag: str = "run") -> None:
         ChildMemcg._seq += 1
         self.layout = layout
-        self.name = f"bpfmem-{os.getpid()}-{tag}-{ChildMemcg._seq}"
+        self.name = cgroup_name(tag, ChildMemcg._seq)
         parent = os.path.join(layout.mount, layout.own.lstrip("/"))
         if layout.version == "v2":
             ctl = os.path.join(parent, "cgroup.subtree_control")
@@ -75,7 +77,12 @@ class ChildMemcg:
             except OSError:
                 pass
         self.path = os.path.join(parent, self.name)
-        os.mkdir(self.path)
+        register_cgroup(self.path)
+        try:
+            os.mkdir(self.path)
+        except BaseException:
+            unregister_cgroup(self.path)
+            raise
 
     def read(self, name: str) -> int:
         with open(os.path.join(self.path, name)) as f:
@@ -117,15 +124,7 @@ class ChildMemcg:
         return 0
 
     def remove(self) -> None:
-        for _ in range(50):
-            try:
-                os.rmdir(self.path)
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.01)
-        os.rmdir(self.path)
+        remove_cgroup(self.path)
 
     def __enter__(self) -> ChildMemcg:
         return self
@@ -137,7 +136,7 @@ class ChildMemcg:
 def create_in(cg: ChildMemcg, make: Callable[[], int]) -> int:
     """Run ``make()`` (returns an fd) in a child process that joined ``cg``; return a dup of that fd here."""
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
         try:
@@ -158,6 +157,7 @@ def create_in(cg: ChildMemcg, make: Callable[[], int]) -> int:
     finally:
         parent_sock.close()
         os.waitpid(pid, 0)
+        unregister_pid(pid)
     if not fds:
         text = msg.decode(errors="replace")
         parts = text.split(" ", 2)

@@ -59,7 +59,15 @@ def print_htab_mem(console: Console, doc: dict[str, Any], *, breakdowns: bool) -
             t = breakdown_table(r)
             if t is not None:
                 console.print(t)
-    b = doc["backend"]
+    console.print(f"[dim]{provenance(doc['backend'])}[/dim]", highlight=False)
+
+
+def provenance(b: dict[str, Any]) -> str:
+    """One sentence saying what produced the numbers: the model (and its costs) or the kernel (and how)."""
+    cpus = b.get("cpus")
     if b.get("backend") == "model":
-        console.print(f"[dim]All numbers are modelled, not measured: {b['cpus']} simulated CPUs, "
-                      f"seed {b['seed']}, costs: {b['costs']}. Bytes are the map's own memcg charge.[/dim]")
+        return (f"All numbers are modelled, not measured: {cpus} simulated CPU{'' if cpus == 1 else 's'}, "
+                f"seed {b.get('seed')}, costs: {b.get('costs')}. Bytes are the map's own memcg charge.")
+    return (f"Measured on the running kernel: Linux {b.get('kernel')}, {cpus} CPU{'' if cpus == 1 else 's'}, "
+            f"driver {b.get('driver')}, memcg {b.get('memcg')} ({b.get('usage_file')}) sampled every "
+            f"{b.get('sample_interval_ms')} ms. Bytes are the map's own memcg charge.")

@@ -17,3 +17,8 @@ def fmt_bytes(n: float | int | None) -> str:
         return f"{n / KIB:.1f} KiB"
     return f"{n / MIB:.2f} MiB"
 
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 CPU``, ``2 CPUs``, ``1,000 schedules``."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"

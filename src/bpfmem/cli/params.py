@@ -1,0 +1,53 @@
+"""Option types that refuse what click's own ranges let through.
+
+``click.FloatRange`` compares with ``<`` and ``>``, and every comparison with
+NaN is false, so ``--duration nan`` passed the range check and failed deep in
+the model.  ``Finite`` refuses NaN and infinities with the option's name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import click
+
+
+class Finite(click.FloatRange):
+    """A float range that also refuses nan and ±inf."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        v = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number; allowed: {self._describe_range()}", param, ctx)
+        return super().convert(v, param, ctx)
+
+
+def check_output_path(option: str, path: str | None, exts: tuple[str, ...] = ()) -> None:
+    """Refuse an output file before any work starts: extension, directory, and that it can be written
+    (opened for appending, then removed again if it did not exist), so a long run never ends in an error."""
+    import os
+    if path is None:
+        return
+    if not path:
+        raise click.BadParameter("an empty path", param_hint=f"'{option}'")
+    if exts and os.path.splitext(path)[1].lower() not in exts:
+        raise click.BadParameter(f"the file must end in {', '.join(exts)}, got {path!r}", param_hint=f"'{option}'")
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise click.BadParameter(f"directory {d} does not exist", param_hint=f"'{option}'")
+    if os.path.isdir(path):
+        raise click.BadParameter(f"{path} is a directory", param_hint=f"'{option}'")
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise click.BadParameter(f"cannot write {path}: {e.strerror}", param_hint=f"'{option}'") from None
+    if not existed:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
