@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from bpfmem.cli import cli, main
 
 ALLOWED = {0, 1, 2}
-CUT_AFTER_S = 1.5
+CUT_AFTER_S = 0.6
 
 
 def leaves(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
@@ -133,7 +133,7 @@ def test_no_traceback_for_any_input(data: st.DataObject, files: list[str]) -> No
 
 @pytest.mark.slow
 @given(data=st.data())
-@settings(max_examples=2000, deadline=None, database=None,
+@settings(max_examples=1000, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_no_traceback_for_any_input_long(data: st.DataObject, files: list[str]) -> None:
     fuzz_one(data, files)

@@ -39,13 +39,26 @@ paths are not modelled; percpu objects carry their percpu area as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ..mm import GFP_KERNEL, GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZERO, MemCgroup, MemObj, Mm
+from ..mm import (GFP_KERNEL, GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZERO, MemCgroup, MemObj, Mm,
+                  kmalloc_charge, kmalloc_size_class, pcpu_obj_full_size)
 from ..rcu import Rcu, call_rcu, call_rcu_hurry, call_rcu_tasks_trace, rcu_barrier, rcu_barrier_tasks_trace
 from ..sim import Cpu, IrqWork, Machine, irq_work_queue, irq_work_sync
 from .policy import MemAllocProfile, V6_6
 from .sizes import LLIST_NODE_SZ, NUM_CACHES, bpf_mem_cache_idx, sizes
 
 NUMA_NO_NODE = -1
+
+
+class _Anon:
+    """One of a list's interchangeable objects, counted rather than made (``Machine.identity`` False)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "obj(anon)"
+
+
+ANON = _Anon()
 
 
 class ModelInvariantError(AssertionError):
@@ -64,7 +77,7 @@ class BpfMemCache:
         # slab-bound path (free_by_rcu / waiting_for_gp in 6.1/6.2)
         "free_by_rcu_ttrace", "waiting_for_gp_ttrace", "call_rcu_ttrace_in_progress",
         # model bookkeeping
-        "cpu", "ma", "kmallocs", "kfrees",
+        "cpu", "ma", "kmallocs", "kfrees", "anon",
     )
 
     def __init__(self, ma: BpfMemAlloc, cpu: Cpu, unit_size: int, percpu_size: int, objcg: MemCgroup | None) -> None:
@@ -93,6 +106,13 @@ class BpfMemCache:
         self.ma = ma
         self.kmallocs = 0
         self.kfrees = 0
+        self.anon = ma.anon
+
+    @property
+    def hdr(self) -> BpfMemCache:
+        """Without identities an allocated object is represented by the cache it came from, and its
+        header (the owning cache, 6.6+) is that cache."""
+        return self
 
     def __repr__(self) -> str:
         return f"<bpf_mem_cache cpu{self.cpu.id} unit {self.unit_size}>"
@@ -135,6 +155,7 @@ class BpfMemAlloc:
         self.percpu = False
         self.outstanding = 0
         self.destroyed = False
+        self.anon = not machine.identity
 
     def all_caches(self) -> list[BpfMemCache]:
         if self.cache is not None:
@@ -180,6 +201,52 @@ def __alloc(c: BpfMemCache, node: int, gfp: int) -> MemObj | None:
     return obj
 
 
+def _charged(c: BpfMemCache) -> MemCgroup | None:
+    """The memcg a refill of ``c`` charges: the allocator's objcg (``get_memcg``), never the root."""
+    mm = c.ma.mm
+    return None if c.objcg is None or c.objcg is mm.root_memcg else c.objcg
+
+
+def _alloc_anon(c: BpfMemCache, n: int, gfp: int) -> int:
+    """``__alloc()`` called up to ``n`` times without identities: how many objects the refill got."""
+    mm = c.ma.mm
+    cpu = c.cpu
+    memcg = mm.memcg_ctx.current(cpu.id, cpu.in_interrupt())
+    gfp |= __GFP_NOWARN | __GFP_ACCOUNT | __GFP_ZERO
+    slab = mm.slab
+    if not c.percpu_size:
+        k = slab.kmalloc_anon(c.unit_size, gfp, memcg, n)
+    else:
+        ncpus = c.ma.m.num_possible_cpus()
+        full = pcpu_obj_full_size(c.unit_size, ncpus)
+        k = 0
+        while k < n:
+            if slab.kmalloc_anon(c.percpu_size, gfp, memcg, 1) != 1:
+                break
+            if slab.alloc_raw_anon(c.unit_size * ncpus, full, gfp, memcg, 1) != 1:
+                charged = memcg if memcg is not None else None
+                slab.kfree_anon(kmalloc_size_class(c.percpu_size), kmalloc_charge(c.percpu_size), charged, 1)
+                break
+            k += 1
+    c.kmallocs += k
+    return k
+
+
+def _free_anon(c: BpfMemCache, n: int) -> None:
+    """``free_one()`` on ``n`` counted objects of ``c``."""
+    if n <= 0:
+        return
+    slab = c.ma.mm.slab
+    memcg = _charged(c)
+    if c.percpu_size:
+        ncpus = c.ma.m.num_possible_cpus()
+        slab.kfree_anon(c.unit_size * ncpus, pcpu_obj_full_size(c.unit_size, ncpus), memcg, n)
+        slab.kfree_anon(kmalloc_size_class(c.percpu_size), kmalloc_charge(c.percpu_size), memcg, n)
+    else:
+        slab.kfree_anon(kmalloc_size_class(c.unit_size), kmalloc_charge(c.unit_size), memcg, n)
+    c.kfrees += n
+
+
 def free_one(c: BpfMemCache, obj: MemObj) -> None:
     """``free_one()``: percpu area then the object go back to slab."""
     mm = c.ma.mm
@@ -192,6 +259,9 @@ def free_one(c: BpfMemCache, obj: MemObj) -> None:
 
 def free_all(c: BpfMemCache, objs: list[MemObj]) -> int:
     """``free_all()``: free a detached list; returns the count."""
+    if c.anon:
+        _free_anon(c, len(objs))
+        return len(objs)
     for obj in objs:
         free_one(c, obj)
     return len(objs)
@@ -227,6 +297,9 @@ def add_obj_to_free_list(c: BpfMemCache, obj: MemObj) -> None:
 
 def alloc_bulk(c: BpfMemCache, cnt: int, node: int, atomic: bool) -> None:
     """``alloc_bulk()``: reuse slab-bound objects (per profile), then kmalloc."""
+    if c.anon and (c.cpu.irq_off or not c.cpu.irq_work_list):
+        _alloc_bulk_anon(c, cnt, atomic)   # no irq_work can run at an add_obj_to_free_list: one step
+        return
     i = 0
     for lst in c.ma.profile.reuse_sources(c):
         while i < cnt and lst:
@@ -249,9 +322,35 @@ def alloc_bulk(c: BpfMemCache, cnt: int, node: int, atomic: bool) -> None:
         mm.memcg_ctx.set_active_memcg(cpu.id, cpu.in_interrupt(), old_memcg)
 
 
+def _alloc_bulk_anon(c: BpfMemCache, cnt: int, atomic: bool) -> None:
+    """``alloc_bulk()`` on counted objects: the same sources in the same order, in whole steps."""
+    i = 0
+    fl = c.free_llist
+    for lst in c.ma.profile.reuse_sources(c):
+        m = min(cnt - i, len(lst))
+        if m:
+            del lst[len(lst) - m:]
+            fl.extend([ANON] * m)
+            c.free_cnt += m
+            i += m
+        if i >= cnt:
+            return
+    gfp = GFP_NOWAIT if atomic else GFP_KERNEL
+    mm, cpu = c.ma.mm, c.cpu
+    old_memcg = mm.memcg_ctx.set_active_memcg(cpu.id, cpu.in_interrupt(), c.objcg or mm.root_memcg)
+    try:
+        k = _alloc_anon(c, cnt - i, gfp)
+        if k:
+            fl.extend([ANON] * k)
+            c.free_cnt += k
+    finally:
+        mm.memcg_ctx.set_active_memcg(cpu.id, cpu.in_interrupt(), old_memcg)
+
+
 def enque_to_free(c: BpfMemCache, obj: MemObj) -> None:
     """``enque_to_free()``: llist_add onto ``c->free_by_rcu_ttrace``."""
-    obj.hdr = None
+    if not c.anon:
+        obj.hdr = None
     c.free_by_rcu_ttrace.append(obj)
 
 
@@ -282,7 +381,8 @@ def do_call_rcu_ttrace(c: BpfMemCache) -> None:
     if c.waiting_for_gp_ttrace:
         raise ModelInvariantError(f"{c}: waiting_for_gp_ttrace not empty (WARN_ON_ONCE in do_call_rcu_ttrace)")
     objs, c.free_by_rcu_ttrace = c.free_by_rcu_ttrace, []
-    objs.reverse()  # llist_for_each + llist_add reverses the order
+    if not c.anon:
+        objs.reverse()  # llist_for_each + llist_add reverses the order
     c.waiting_for_gp_ttrace = objs
     if c.draining:
         __free_rcu(c)
@@ -299,6 +399,17 @@ def free_bulk(c: BpfMemCache) -> None:
     if tgt.unit_size != c.unit_size or tgt.percpu_size != c.percpu_size:
         raise ModelInvariantError(f"{c}: tgt {tgt} has another unit size (WARN_ON_ONCE in free_bulk)")
     limit = (c.high_watermark + c.low_watermark) // 2
+    if c.anon:
+        f = c.free_cnt                      # pops until free_cnt <= limit, at least one if any
+        m = f - limit if f > limit else min(f, 1)
+        if m:
+            del c.free_llist[len(c.free_llist) - m:]
+            c.free_cnt -= m
+            tgt.free_by_rcu_ttrace.extend([ANON] * m)
+        extra, c.free_llist_extra = c.free_llist_extra, []
+        tgt.free_by_rcu_ttrace.extend(extra)
+        do_call_rcu_ttrace(tgt)
+        return
     while True:
         inc_active(c)
         if c.free_llist:
@@ -410,7 +521,10 @@ def unit_alloc(c: BpfMemCache) -> MemObj | None:
             obj = fl.pop()
             c.free_cnt -= 1
             cnt = c.free_cnt
-            obj.hdr = c
+            if c.anon:
+                obj = c             # the object is any of the list's: represented by its cache
+            else:
+                obj.hdr = c
     c.active -= 1
     if cnt < c.low_watermark and not c.refill_work.pending:
         irq_work_raise(c)

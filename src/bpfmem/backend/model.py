@@ -66,12 +66,13 @@ class ModelBackend:
                  costs: CostModel = DEFAULT_COSTS, rcu_model: GpModel = RCU_DEFAULT,
                  tasks_trace_model: GpModel = TASKS_TRACE_DEFAULT, trace_implies_rcu_gp: bool = True,
                  sample_interval_ns: int = 10 * NSEC_PER_MSEC, breakdown: bool = True,
-                 fast_forward: bool = True, profile_name: str = "built-in defaults") -> None:
+                 fast_forward: bool = True, profile_name: str = "built-in defaults", identity: bool = False) -> None:
         if sample_interval_ns <= 0:
             raise ValueError(f"sample_interval_ns must be > 0, got {sample_interval_ns}")
         self.policy = get_policy(policy) if isinstance(policy, str) else policy
         self.seed = seed
         self.machine = Machine(ncpus, RandomScheduler(seed))
+        self.machine.identity = identity       # False: parked objects are counted, not made one by one
         self.ncpus = ncpus
         self.mm = Mm(self.machine)
         self.rcu = Rcu(self.machine, rcu_model, tasks_trace_model, trace_implies_rcu_gp=trace_implies_rcu_gp)

@@ -38,7 +38,7 @@ from typing import Callable, Protocol, Sequence
 from ..alloc import (V6_6, BpfMemAlloc, MemAllocProfile, bpf_mem_alloc_destroy, bpf_mem_alloc_init, bpf_mem_cache_alloc,
                      bpf_mem_cache_free, bpf_mem_cache_free_rcu, unit_alloc, unit_free)
 from ..alloc.percpu_freelist import PcpuFreelist
-from ..mm import (GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, MemCgroup, MemObj, Mm, kmalloc_charge,
+from ..mm import (GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, MemCgroup, MemObj, Mm, kmalloc_charge, kmalloc_size_class,
                   pcpu_obj_full_size)
 from ..rcu import Rcu, call_rcu
 from ..sim import Cpu, Machine
@@ -132,7 +132,8 @@ class MemAllocElems:
                 bpf_mem_cache_free(self.ma, cpu, l_new)
                 htab.count -= 1
                 return -ENOMEM
-            l_new.payload = pptr  # l->ptr_to_pptr
+            if not self.ma.anon:
+                l_new.payload = pptr  # l->ptr_to_pptr (without identities: pcpu_ma's cache of this CPU)
         return l_new
 
     def fast_update(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int], flags: int, errors: dict[int, int]) -> int:
@@ -209,7 +210,10 @@ class MemAllocElems:
         htab.count -= 1
         free = bpf_mem_cache_free_rcu if self.free_rcu else bpf_mem_cache_free
         if self.pcpu_ma is not None:
-            pptr, elem.payload = elem.payload, None
+            if self.ma.anon:
+                pptr = self.pcpu_ma.cache[elem.cpu.id]  # type: ignore[index, union-attr]
+            else:
+                pptr, elem.payload = elem.payload, None
             free(self.pcpu_ma, cpu, pptr)
         free(self.ma, cpu, elem)
 
@@ -302,11 +306,18 @@ class KmallocRcuElems:
 
     def __init__(self, htab: BpfHtab) -> None:
         self.pending = 0
+        self.anon = not htab.m.identity
+        self._batch: list[object] | None = None     # the newest coalesced call_rcu (no identities)
 
     def alloc(self, htab: BpfHtab, cpu: Cpu, old: MemObj | None) -> MemObj | int:
         if old is None and htab.count >= htab.attr.max_entries:
             return -E2BIG
         htab.count += 1
+        if self.anon:                           # the element is one of many alike: counted, not made
+            if htab.mm.slab.kmalloc_anon(htab.elem_size, _NOWAIT_ACCOUNT, htab.memcg, 1) != 1:
+                htab.count -= 1
+                return -ENOMEM
+            return self                         # type: ignore[return-value]
         l_new = htab.mm.slab.kmalloc_node(htab.elem_size, _NOWAIT_ACCOUNT, htab.memcg)
         if l_new is None:
             htab.count -= 1
@@ -320,11 +331,19 @@ class KmallocRcuElems:
         """``free_htab_elem()`` (5.x): ``call_rcu(&l->rcu, htab_elem_free_rcu)``."""
         htab.count -= 1
         self.pending += 1
+        if self.anon:                           # one queue entry for consecutive frees: the same GP
+            self._batch = htab.rcu.rcu.call_coalesced(self._batch, self._htab_elem_free_rcu_n, htab)
+            return
         call_rcu(htab.rcu, self._htab_elem_free_rcu, htab, elem)
 
     def _htab_elem_free_rcu(self, htab: BpfHtab, elem: MemObj) -> None:
         self.pending -= 1
         htab.mm.slab.kfree(elem)
+
+    def _htab_elem_free_rcu_n(self, n: int, htab: BpfHtab) -> None:
+        """``htab_elem_free_rcu`` for ``n`` counted elements."""
+        self.pending -= n
+        htab.mm.slab.kfree_anon(kmalloc_size_class(htab.elem_size), kmalloc_charge(htab.elem_size), htab.memcg, n)
 
     def breakdown(self, htab: BpfHtab) -> dict[str, int]:
         es = htab.elem_size

@@ -154,6 +154,79 @@ class Slab:
         """An allocation whose charge another module computed (percpu)."""
         return self._new(size, size, charge, gfp, memcg, kind)
 
+    # -- objects without identities: what n calls would do, in one step ---------------------------
+    def kmalloc_anon(self, size: int, gfp: int, memcg: MemCgroup | None, n: int) -> int:
+        """``n`` calls of ``kmalloc_node(size)`` whose objects nobody will tell apart: the number that
+        succeed before the first refusal (memcg limit or ``fail_after``), with every counter, charge,
+        peak and ``failcnt`` as the calls would leave them.  No instrument may be listening."""
+        ksize = kmalloc_size_class(size)
+        return self._new_anon(ksize, kmalloc_charge(size), gfp, memcg, n)
+
+    def alloc_raw_anon(self, size: int, charge: int, gfp: int, memcg: MemCgroup | None, n: int) -> int:
+        """``n`` calls of ``alloc_raw`` (percpu areas), likewise."""
+        return self._new_anon(size, charge, gfp, memcg, n)
+
+    def _new_anon(self, ksize: int, charge: int, gfp: int, memcg: MemCgroup | None, n: int) -> int:
+        """``_new`` called up to ``n`` times, stopping at the first failure (as ``alloc_bulk`` does)."""
+        if n <= 0:
+            return 0
+        charged = memcg if (gfp & _GFP_ACCOUNT and memcg is not None) else None
+        fa = self.fail_after
+        by_fail = n if fa is None else max(fa, 0)           # successes fail_after allows
+        by_memcg = n
+        if charged is not None and charge > 0:
+            c: MemCgroup | None = charged
+            while c is not None:
+                by_memcg = min(by_memcg, max((c.limit - c.usage) // charge, 0))
+                c = c.parent
+        k = min(n, by_fail, by_memcg)
+        refuser: MemCgroup | None = None
+        if k == n:
+            self.kmalloc_calls += k
+            if fa is not None:
+                self.fail_after = fa - k
+        else:
+            self.kmalloc_calls += k + 1                       # the call that failed counts too
+            self.failures += 1
+            if k == by_fail:                                  # fail_after is checked before the charge
+                if fa is not None:
+                    self.fail_after = fa - k
+            else:
+                if fa is not None:
+                    self.fail_after = fa - k - 1
+                c = charged
+                after = k * charge
+                while c is not None:                          # the lowest level that is full refuses
+                    if c.usage + after + charge > c.limit:
+                        refuser = c
+                        break
+                    c = c.parent
+        if k and charged is not None:
+            total = k * charge
+            c = charged
+            while c is not None:
+                u = c.usage + total
+                c.usage = u
+                if u > c.peak:
+                    c.peak = u
+                c = c.parent
+        if refuser is not None:
+            refuser.failcnt += 1
+        self.live_objects += k
+        self.live_bytes += k * ksize
+        self.kmalloc_bytes += k * ksize
+        return k
+
+    def kfree_anon(self, ksize: int, charge: int, memcg: MemCgroup | None, n: int) -> None:
+        """``n`` calls of ``kfree`` on objects of one kind (same size, charge and memcg)."""
+        if n <= 0:
+            return
+        self.kfree_calls += n
+        self.live_objects -= n
+        self.live_bytes -= n * ksize
+        if memcg is not None and charge:
+            memcg.uncharge(n * charge)
+
     def kfree(self, obj: MemObj) -> None:
         """``kfree()``: uncharge and forget the object."""
         if obj.freed:

@@ -99,6 +99,28 @@ class RcuFlavour:
             self._queue.append((fn, args))
             self._wake()
 
+    def call_coalesced(self, batch: list[Any] | None, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        """``call(fn, *args)`` for one more of many identical callbacks: while ``batch`` (what the previous
+        call returned) is the newest entry of the queue it only counts; otherwise a new batch is queued.
+        At the grace period's end ``fn(count, *args)`` runs once.  Exactly what one entry per call would
+        do; non-lazy flavours only (a lazy one counts callbacks against its limit).  Returns the batch."""
+        if self.lazy:
+            raise ValueError(f"{self.name}: coalesced callbacks need a non-lazy flavour")
+        self.calls += 1
+        q = self._queue
+        if batch is not None and q and q[-1][1] and q[-1][1][0] is batch:
+            batch[0] += 1
+        else:
+            batch = [1, fn, args]
+            q.append((self._run_batch, (batch,)))
+        self._wake()
+        return batch
+
+    def _run_batch(self, batch: list[Any]) -> None:
+        n, fn, args = batch
+        self.callbacks_invoked += n - 1        # _end_gp counts the entry once
+        fn(n, *args)
+
     def barrier(self, fn: Callable[..., Any], *args: Any) -> None:
         """``rcu_barrier``: run ``fn`` after every callback queued so far ran."""
         self.call(fn, *args, hurry=True)

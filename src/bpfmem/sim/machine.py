@@ -34,6 +34,9 @@ class Machine:
         self.instruments = Instruments()
         self.cpus = [Cpu(i, self.engine, self_ipi=self_ipi, tick_ns=tick_ns) for i in range(ncpus)]
         self.system_dfl_wq = Workqueue(self.engine, "system_dfl_wq", wq_delay_ns)
+        # False: interchangeable objects (on free lists, waiting for grace periods) are counted, not
+        # made one by one; nothing may then ask which object is which (no checker, no explorer)
+        self.identity = True
 
     @property
     def now(self) -> int:
