@@ -1,10 +1,11 @@
-"""Objects counted or made one by one: the same numbers.
+"""Objects counted or made one by one, batches key by key or by runs: the same numbers.
 
-With ``Machine.identity`` False the allocator keeps interchangeable objects as counts (and the
-backend skips repeating cycles); nothing else may change.  Random workloads — updates, deletes and
-lookups of random keys on random CPUs, single and batched, from task and interrupt context, with
-time passing in between so grace periods end and irq_work runs — give identical return codes,
-memcg charge, peak, failcnt, breakdown and slab counters after every step, for every element store.
+With ``Machine.identity`` False the allocator keeps interchangeable objects as counts, and batches run
+by runs of quiet keys (``maps/batch.py``) unless ``Machine.batching`` is False; nothing else may
+change.  Random workloads — updates, deletes and lookups of random keys on random CPUs, single and
+batched, from task, hard-IRQ and NMI context, under memcg limits, with time passing in between so
+grace periods end and irq_work runs — give identical return codes, memcg charge, peak, failcnt,
+breakdown and slab counters after every step, for every element store.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bpfmem.sim import Context, Machine, RandomScheduler
 STORES = [("ma", V6_1, False), ("ma", V6_2, False), ("ma", V6_6, False), ("ma", V6_6, True),
           ("kmalloc_rcu", V6_6, False)]
 OPS = st.lists(st.tuples(st.sampled_from(["update", "delete", "lookup", "update_batch", "delete_batch", "time",
-                                          "irq_update", "limit"]),
+                                          "irq_update", "nmi_batch", "limit"]),
                          st.integers(0, 3),                                   # CPU
                          st.lists(st.integers(0, 300), min_size=1, max_size=80),  # keys
                          st.sampled_from([BPF_ANY, BPF_NOEXIST, BPF_EXIST]),
@@ -32,9 +33,11 @@ OPS = st.lists(st.tuples(st.sampled_from(["update", "delete", "lookup", "update_
                min_size=1, max_size=40)
 
 
-def world(identity: bool, store: tuple[str, Any, bool], percpu: bool, value: int) -> tuple[Machine, BpfHtab]:
+def world(identity: bool, store: tuple[str, Any, bool], percpu: bool, value: int,
+          batching: bool = True) -> tuple[Machine, BpfHtab]:
     m = Machine(4, RandomScheduler(7))
     m.identity = identity
+    m.batching = batching
     mm = Mm(m)
     rcu = Rcu(m)
     memcg = mm.root_memcg.child("map")
@@ -45,8 +48,8 @@ def world(identity: bool, store: tuple[str, Any, bool], percpu: bool, value: int
 
 
 def trace(identity: bool, store: tuple[str, Any, bool], percpu: bool, value: int,
-          ops: list[tuple[str, int, list[int], int, int]]) -> list[Any]:
-    m, h = world(identity, store, percpu, value)
+          ops: list[tuple[str, int, list[int], int, int]], batching: bool = True) -> list[Any]:
+    m, h = world(identity, store, percpu, value, batching)
     mm, memcg = h.mm, h.memcg
     out: list[Any] = []
     for kind, cpu_id, keys, flags, n in ops:
@@ -69,6 +72,13 @@ def trace(identity: bool, store: tuple[str, Any, bool], percpu: bool, value: int
                 r = h.update(cpu, keys[0], flags)
             finally:
                 cpu.exit(Context.HARDIRQ)
+        elif kind == "nmi_batch":                   # a batch from NMI context, interrupting a task
+            cpu.enter(Context.NMI)
+            try:
+                errs = {}
+                r = (h.update_batch(cpu, keys, flags, errs), sorted(errs.items()))
+            finally:
+                cpu.exit(Context.NMI)
         elif kind == "limit":                       # a memcg limit somewhere above the current usage
             memcg.limit = memcg.usage + n * 1024
             r = memcg.limit
@@ -90,6 +100,38 @@ def test_counted_objects_give_the_same_numbers(store: tuple[str, Any, bool], per
     if percpu and store[0] != "ma":
         percpu = False
     assert trace(False, store, percpu, value, ops) == trace(True, store, percpu, value, ops)
+
+
+@given(store=st.sampled_from(STORES), percpu=st.booleans(), value=st.sampled_from([8, 1000, 4000]), ops=OPS)
+@settings(max_examples=150, deadline=None, database=None)
+def test_batches_by_runs_give_the_same_numbers(store: tuple[str, Any, bool], percpu: bool, value: int,
+                                               ops: list[tuple[str, int, list[int], int, int]]) -> None:
+    """Counted objects both ways: runs of quiet keys against key by key."""
+    if percpu and store[0] != "ma":
+        percpu = False
+    assert trace(False, store, percpu, value, ops) == trace(False, store, percpu, value, ops, batching=False)
+
+
+def test_a_broken_run_is_caught() -> None:
+    """One object too many moved by a run of quiet allocations changes the numbers."""
+    import bpfmem.alloc.memalloc as M
+    import bpfmem.maps.htab as H
+    ops = [("update_batch", 0, list(range(60)), BPF_ANY, 1), ("update_batch", 0, list(range(60)), BPF_ANY, 1),
+           ("time", 0, [0], BPF_ANY, 400)]
+    store = STORES[2]
+    good = trace(False, store, False, 8, ops, batching=False)
+    assert trace(False, store, False, 8, ops) == good
+    orig = M.unit_replace_run
+
+    def broken(c: Any, olds: Any, rcu: bool) -> None:
+        orig(c, olds, rcu)
+        c.free_llist.pop()                      # one object too many taken by the run
+        c.free_cnt -= 1
+    H.unit_replace_run = broken
+    try:
+        assert trace(False, store, False, 8, ops) != good
+    finally:
+        H.unit_replace_run = orig
 
 
 def test_a_broken_count_is_caught() -> None:

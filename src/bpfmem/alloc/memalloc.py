@@ -581,6 +581,94 @@ def unit_free_rcu(c: BpfMemCache, obj: MemObj) -> None:
 
 
 # ---------------------------------------------------------------------------
+# runs: many fast-path calls that raise nothing, in one step (count mode)
+# ---------------------------------------------------------------------------
+#
+# Between two points where bpf_mem_alloc observably acts (an irq_work raised by a
+# watermark crossing or by unit_free_rcu with no RCU callback in flight), a
+# sequence of unit_alloc/unit_free/unit_free_rcu calls on one cache only moves
+# counts: ``quiet_*`` say how many calls in a row stay between those points, and
+# ``*_run`` apply them at once.  The invariant that makes it exact: the calls of a
+# run raise nothing (so no irq_work runs inside it and nothing else reads the
+# cache until it ends), and each call's effect is a pure function of free_cnt,
+# the list lengths and the two flags the quiet count checked.  Only with counted
+# objects (``c.anon``), IRQ work not pending delivery and ``active`` == 0.
+
+QUIET_FOREVER = 1 << 62
+
+
+def quiet_allocs(c: BpfMemCache) -> int:
+    """How many ``unit_alloc()`` calls in a row succeed and raise nothing: until free_cnt would drop
+    below low_watermark (or, with the refill already pending, until the list is empty)."""
+    if c.active:
+        return 0
+    n = len(c.free_llist)
+    if c.refill_work.pending:
+        return n
+    return min(n, c.free_cnt - c.low_watermark) if c.free_cnt > c.low_watermark else 0
+
+
+def quiet_frees(c: BpfMemCache) -> int:
+    """How many ``unit_free()`` calls in a row raise nothing: until free_cnt would pass high_watermark."""
+    if c.active:
+        return 0
+    if c.refill_work.pending:
+        return QUIET_FOREVER
+    return c.high_watermark - c.free_cnt if c.free_cnt < c.high_watermark else 0
+
+
+def quiet_free_rcus(c: BpfMemCache) -> int:
+    """How many ``unit_free_rcu()`` calls in a row raise nothing: all while an RCU callback is in
+    flight (or the refill is pending), none otherwise."""
+    if c.active:
+        return 0
+    return QUIET_FOREVER if c.call_rcu_in_progress or c.refill_work.pending else 0
+
+
+def quiet_replaces(c: BpfMemCache, rcu: bool) -> int:
+    """How many ``unit_alloc()`` + ``unit_free[_rcu]()`` pairs in a row on ``c`` raise nothing."""
+    if rcu:
+        return min(quiet_allocs(c), quiet_free_rcus(c))
+    if c.active or not c.free_llist:
+        return 0
+    if c.refill_work.pending or c.low_watermark < c.free_cnt <= c.high_watermark:
+        return QUIET_FOREVER          # each pair pops one and pushes one: free_cnt never moves
+    return 0
+
+
+def unit_alloc_run(c: BpfMemCache, n: int) -> None:
+    """``unit_alloc()`` ``n`` times, each returning an object (``n`` <= ``quiet_allocs(c)``)."""
+    fl = c.free_llist
+    del fl[len(fl) - n:]
+    c.free_cnt -= n
+
+
+def unit_free_run(c: BpfMemCache, objs: list[BpfMemCache]) -> None:
+    """``unit_free()`` of each of ``objs`` in turn (``len(objs)`` <= ``quiet_frees(c)``)."""
+    if c.ma.profile.uses_hint:
+        c.tgt = objs[-1].hdr
+    c.free_llist.extend(objs)
+    c.free_cnt += len(objs)
+
+
+def unit_free_rcu_run(c: BpfMemCache, objs: list[BpfMemCache]) -> None:
+    """``unit_free_rcu()`` of each of ``objs`` in turn (``len(objs)`` <= ``quiet_free_rcus(c)``)."""
+    c.tgt = objs[-1].hdr
+    c.free_by_rcu.extend(objs)
+
+
+def unit_replace_run(c: BpfMemCache, olds: list[BpfMemCache], rcu: bool) -> None:
+    """``unit_alloc()`` then ``unit_free[_rcu]()`` of the next of ``olds``, for each of ``olds``."""
+    if rcu:
+        unit_alloc_run(c, len(olds))
+        unit_free_rcu_run(c, olds)
+        return
+    if c.ma.profile.uses_hint:
+        c.tgt = olds[-1].hdr
+    c.free_llist[-1] = olds[-1]       # each pair pops the head and pushes the freed one
+
+
+# ---------------------------------------------------------------------------
 # API
 # ---------------------------------------------------------------------------
 

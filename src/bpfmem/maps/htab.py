@@ -33,15 +33,19 @@ special fields (timers, kptrs) and rqspinlock failures are not modelled.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Callable, Protocol, Sequence
 
-from ..alloc import (V6_6, BpfMemAlloc, MemAllocProfile, bpf_mem_alloc_destroy, bpf_mem_alloc_init, bpf_mem_cache_alloc,
-                     bpf_mem_cache_free, bpf_mem_cache_free_rcu, unit_alloc, unit_free)
+from ..alloc import (V6_6, BpfMemAlloc, BpfMemCache, MemAllocProfile, bpf_mem_alloc_destroy, bpf_mem_alloc_init,
+                     bpf_mem_cache_alloc, bpf_mem_cache_free, bpf_mem_cache_free_rcu)
+from ..alloc.memalloc import (QUIET_FOREVER, quiet_allocs, quiet_free_rcus, quiet_frees, quiet_replaces,
+                              unit_alloc_run, unit_free_rcu_run, unit_free_run, unit_replace_run)
 from ..alloc.percpu_freelist import PcpuFreelist
 from ..mm import (GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, MemCgroup, MemObj, Mm, kmalloc_charge, kmalloc_size_class,
                   pcpu_obj_full_size)
 from ..rcu import Rcu, call_rcu
 from ..sim import Cpu, Machine
+from .batch import delete_runs, runs_allowed, update_runs
 from .base import (BPF_EXIST, BPF_F_ACCESS_MASK, BPF_F_LOCK, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC,
                    BPF_F_NUMA_NODE, BPF_F_ZERO_SEED, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
                    BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_HASH, BPF_NOEXIST, E2BIG, EEXIST, EINVAL, ENOENT,
@@ -75,6 +79,15 @@ class ElemStore(Protocol):
     def breakdown(self, htab: BpfHtab) -> dict[str, int]: ...
     def destroy(self, htab: BpfHtab) -> None: ...
     def signature(self, cpus: Sequence[int]) -> tuple[object, ...] | None: ...
+
+    # runs of quiet keys (maps/batch.py); only stores with ``runs`` True are asked
+    runs: bool
+    def quiet_replaces(self, cpu: Cpu) -> int: ...
+    def quiet_news(self, cpu: Cpu) -> int: ...
+    def quiet_deletes(self, cpu: Cpu) -> int: ...
+    def replace_run(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int]) -> int: ...
+    def new_run(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int]) -> int: ...
+    def delete_run(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int]) -> None: ...
 
 
 def ma_object_bytes(ma: BpfMemAlloc, ncpus: int) -> tuple[int, int]:
@@ -116,7 +129,8 @@ class MemAllocElems:
         if htab.percpu:
             self.pcpu_ma = BpfMemAlloc(htab.m, htab.mm, htab.rcu, type(profile)())
             bpf_mem_alloc_init(self.pcpu_ma, round_up(htab.attr.value_size, 8), True, objcg)
-        self.has_fast_path = self.pcpu_ma is None and not free_rcu
+        # runs of quiet keys need counted objects and the kernel's free_rcu (not the planted reuse)
+        self.runs = self.ma.anon and (not free_rcu or profile.free_rcu_waits_for_gp)
 
     def alloc(self, htab: BpfHtab, cpu: Cpu, old: MemObj | None) -> MemObj | int:
         if old is None and htab.count >= htab.attr.max_entries:   # is_map_full()
@@ -136,71 +150,71 @@ class MemAllocElems:
                 l_new.payload = pptr  # l->ptr_to_pptr (without identities: pcpu_ma's cache of this CPU)
         return l_new
 
-    def fast_update(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int], flags: int, errors: dict[int, int]) -> int:
-        """``htab_map_update_elem`` over ``keys`` with this store's calls inlined.
+    # -- runs of quiet keys (maps/batch.py) ----------------------------------------
+    def _caches(self, cpu: Cpu) -> tuple[BpfMemCache, BpfMemCache | None]:
+        pc = self.pcpu_ma.cache[cpu.id] if self.pcpu_ma is not None else None  # type: ignore[index]
+        return self.ma.cache[cpu.id], pc  # type: ignore[index]
 
-        The same steps as ``BpfHtab.update`` + ``alloc`` + ``after_replace``
-        (a test checks they agree); used only with no instrument and no
-        interruption hook installed.
-        """
-        c = self.ma.cache[cpu.id]  # type: ignore[index]
-        ma = self.ma
+    def quiet_replaces(self, cpu: Cpu) -> int:
+        """Updates of present keys in a row on ``cpu`` where neither allocator acts."""
+        c, pc = self._caches(cpu)
+        m = quiet_replaces(c, self.free_rcu)
+        return m if pc is None else min(m, quiet_replaces(pc, self.free_rcu))
+
+    def quiet_news(self, cpu: Cpu) -> int:
+        """Updates of absent keys in a row on ``cpu`` where neither allocator acts."""
+        c, pc = self._caches(cpu)
+        m = quiet_allocs(c)
+        return m if pc is None else min(m, quiet_allocs(pc))
+
+    def quiet_deletes(self, cpu: Cpu) -> int:
+        """Deletes of present keys in a row on ``cpu`` where neither allocator acts."""
+        c, pc = self._caches(cpu)
+        q = quiet_free_rcus if self.free_rcu else quiet_frees
+        m = q(c)
+        return m if pc is None else min(m, q(pc))
+
+    def _pptrs(self, elems: list[BpfMemCache]) -> list[BpfMemCache]:
+        caches = self.pcpu_ma.cache  # type: ignore[union-attr]
+        return [caches[e.cpu.id] for e in elems]  # type: ignore[index]
+
+    def replace_run(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int]) -> int:
+        """``htab_map_update_elem`` of present keys, each quiet: ``alloc_htab_elem`` then
+        ``free_htab_elem(l_old)`` per key, as counts."""
         table = htab.table
-        max_entries = htab.attr.max_entries
-        f = flags & ~BPF_F_LOCK
-        ok = 0
-        for key in keys:
-            cpu.irq_off += 1                                   # htab_lock_bucket()
-            l_old = table.get(key)
-            if l_old is not None:
-                if f == BPF_NOEXIST:
-                    err = EEXIST
-                else:
-                    err = 0
-            elif f == BPF_EXIST:
-                err = ENOENT
-            elif htab.count >= max_entries:                    # is_map_full()
-                err = E2BIG
-            else:
-                err = 0
-            if not err:
-                htab.count += 1
-                l_new = unit_alloc(c)
-                if l_new is None:
-                    htab.count -= 1
-                    err = ENOMEM
-                else:
-                    ma.outstanding += 1
-                    table[key] = l_new
-            cpu.irq_off -= 1                                   # htab_unlock_bucket()
-            if not cpu.irq_off and cpu.irq_work_list and cpu.self_ipi:
-                cpu.deliver_irq_work()
-            if err:
-                errors[err] = errors.get(err, 0) + 1
-                continue
-            if l_old is not None:                              # free_htab_elem(old)
-                htab.count -= 1
-                ma.outstanding -= 1
-                unit_free(c, l_old)
-            ok += 1
-        return ok
+        olds = list(map(table.__getitem__, keys))
+        c, pc = self._caches(cpu)
+        table.update(zip(keys, repeat(c)))      # unit_alloc() hands out "an object of c"
+        unit_replace_run(c, olds, self.free_rcu)
+        if pc is not None:
+            unit_replace_run(pc, self._pptrs(olds if self.free_rcu else olds[-1:]), self.free_rcu)
+        return len(keys)
 
-    def fast_delete(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int], errors: dict[int, int]) -> int:
-        """``htab_map_delete_elem`` over ``keys``, inlined like ``fast_update``."""
-        c = self.ma.cache[cpu.id]  # type: ignore[index]
-        ma = self.ma
-        pop = htab.table.pop
-        ok = 0
-        for key in keys:
-            elem = pop(key, None)
-            if elem is None:
-                errors[ENOENT] = errors.get(ENOENT, 0) + 1
-                continue
-            htab.count -= 1
-            ma.outstanding -= 1
-            unit_free(c, elem)
-            ok += 1
-        return ok
+    def new_run(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int]) -> int:
+        """``htab_map_update_elem`` of absent keys, each quiet and with room in the map."""
+        n = len(keys)
+        c, pc = self._caches(cpu)
+        htab.table.update(zip(keys, repeat(c)))
+        htab.count += n
+        self.ma.outstanding += n
+        unit_alloc_run(c, n)
+        if pc is not None:
+            self.pcpu_ma.outstanding += n  # type: ignore[union-attr]
+            unit_alloc_run(pc, n)
+        return n
+
+    def delete_run(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int]) -> None:
+        """``htab_map_delete_elem`` of present keys, each quiet."""
+        n = len(keys)
+        olds = list(map(htab.table.pop, keys))
+        c, pc = self._caches(cpu)
+        htab.count -= n
+        self.ma.outstanding -= n
+        run = unit_free_rcu_run if self.free_rcu else unit_free_run
+        if pc is not None:
+            self.pcpu_ma.outstanding -= n  # type: ignore[union-attr]
+            run(pc, self._pptrs(olds))
+        run(c, olds)
 
     def after_replace(self, htab: BpfHtab, cpu: Cpu, old: MemObj) -> None:
         self.free(htab, cpu, old)
@@ -225,8 +239,9 @@ class MemAllocElems:
         return out
 
     def signature(self, cpus: Sequence[int]) -> tuple[object, ...] | None:
-        """Counts that decide what these CPUs' caches do next (None: not covered)."""
-        if not self.has_fast_path:
+        """Counts that decide what these CPUs' caches do next (None: not covered: percpu values and
+        free_rcu, whose cycles always allocate or call RCU)."""
+        if self.pcpu_ma is not None or self.free_rcu:
             return None
         out = []
         for cpu in cpus:
@@ -245,6 +260,8 @@ class MemAllocElems:
 
 class PreallocElems:
     """Preallocated elements on a pcpu_freelist with per-CPU ``extra_elems``."""
+
+    runs = False        # batches go key by key
 
     def __init__(self, htab: BpfHtab) -> None:
         ncpus = htab.m.num_possible_cpus()
@@ -307,7 +324,42 @@ class KmallocRcuElems:
     def __init__(self, htab: BpfHtab) -> None:
         self.pending = 0
         self.anon = not htab.m.identity
+        self.runs = self.anon
         self._batch: list[object] | None = None     # the newest coalesced call_rcu (no identities)
+
+    # -- runs of keys (maps/batch.py): kmalloc raises no irq_work, so every key is quiet ------
+    def quiet_replaces(self, cpu: Cpu) -> int:
+        return QUIET_FOREVER
+
+    quiet_news = quiet_deletes = quiet_replaces
+
+    def replace_run(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int]) -> int:
+        """``htab_map_update_elem`` of present keys: a kmalloc and a ``call_rcu`` of the old element
+        per key, up to the first refused kmalloc (counted by the slab); returns the keys done."""
+        k = htab.mm.slab.kmalloc_anon(htab.elem_size, _NOWAIT_ACCOUNT, htab.memcg, len(keys))
+        if k:
+            htab.table.update(zip(keys[:k], repeat(self)))  # type: ignore[arg-type]
+            self.pending += k
+            self._batch = htab.rcu.rcu.call_coalesced(self._batch, self._htab_elem_free_rcu_n, htab, n=k)
+        return k
+
+    def new_run(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int]) -> int:
+        """``htab_map_update_elem`` of absent keys with room in the map: a kmalloc each."""
+        k = htab.mm.slab.kmalloc_anon(htab.elem_size, _NOWAIT_ACCOUNT, htab.memcg, len(keys))
+        if k:
+            htab.table.update(zip(keys[:k], repeat(self)))  # type: ignore[arg-type]
+            htab.count += k
+        return k
+
+    def delete_run(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int]) -> None:
+        """``htab_map_delete_elem`` of present keys: a ``call_rcu`` each."""
+        n = len(keys)
+        pop = htab.table.pop
+        for key in keys:
+            pop(key)
+        htab.count -= n
+        self.pending += n
+        self._batch = htab.rcu.rcu.call_coalesced(self._batch, self._htab_elem_free_rcu_n, htab, n=n)
 
     def alloc(self, htab: BpfHtab, cpu: Cpu, old: MemObj | None) -> MemObj | int:
         if old is None and htab.count >= htab.attr.max_entries:
@@ -474,9 +526,8 @@ class BpfHtab:
         if flags & ~BPF_F_LOCK > BPF_EXIST:
             errors[EINVAL] = errors.get(EINVAL, 0) + len(keys)
             return 0
-        store = self.elems
-        if getattr(store, "has_fast_path", False) and not self.m.instruments.active and cpu.point_hook is None:
-            return store.fast_update(self, cpu, keys, flags, errors)  # type: ignore[attr-defined]
+        if runs_allowed(self, cpu, keys):
+            return update_runs(self, cpu, keys, flags, errors)
         ok = 0
         for key in keys:
             r = self.update(cpu, key, flags)
@@ -488,9 +539,8 @@ class BpfHtab:
 
     def delete_batch(self, cpu: Cpu, keys: Sequence[int], errors: dict[int, int]) -> int:
         """``htab_map_delete_elem`` for each key in turn; returns the number deleted."""
-        store = self.elems
-        if getattr(store, "has_fast_path", False) and not self.m.instruments.active and cpu.point_hook is None:
-            return store.fast_delete(self, cpu, keys, errors)  # type: ignore[attr-defined]
+        if runs_allowed(self, cpu, keys):
+            return delete_runs(self, cpu, keys, errors)
         ok = 0
         for key in keys:
             if self.delete(cpu, key):

@@ -99,21 +99,26 @@ class RcuFlavour:
             self._queue.append((fn, args))
             self._wake()
 
-    def call_coalesced(self, batch: list[Any] | None, fn: Callable[..., Any], *args: Any) -> list[Any]:
-        """``call(fn, *args)`` for one more of many identical callbacks: while ``batch`` (what the previous
-        call returned) is the newest entry of the queue it only counts; otherwise a new batch is queued.
-        At the grace period's end ``fn(count, *args)`` runs once.  Exactly what one entry per call would
-        do; non-lazy flavours only (a lazy one counts callbacks against its limit).  Returns the batch."""
+    def call_coalesced(self, batch: list[Any] | None, fn: Callable[..., Any], *args: Any, n: int = 1) -> list[Any]:
+        """``call(fn, *args)`` ``n`` times for more of many identical callbacks: while ``batch`` (what the
+        previous call returned) is the newest entry of the queue it only counts; otherwise a new batch is
+        queued.  At the grace period's end ``fn(count, *args)`` runs once.  Exactly what one entry per call
+        would do (the first call may start a grace period that the others then wait behind); non-lazy
+        flavours only (a lazy one counts callbacks against its limit).  Returns the newest batch."""
         if self.lazy:
             raise ValueError(f"{self.name}: coalesced callbacks need a non-lazy flavour")
-        self.calls += 1
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
         q = self._queue
-        if batch is not None and q and q[-1][1] and q[-1][1][0] is batch:
-            batch[0] += 1
-        else:
-            batch = [1, fn, args]
-            q.append((self._run_batch, (batch,)))
-        self._wake()
+        for step in ((1, n - 1) if n > 1 else (1,)):
+            self.calls += step
+            if batch is not None and q and q[-1][1] and q[-1][1][0] is batch:
+                batch[0] += step
+            else:
+                batch = [step, fn, args]
+                q.append((self._run_batch, (batch,)))
+            self._wake()          # after the first call a GP is running or the kthread sleeps: a no-op
+            q = self._queue
         return batch
 
     def _run_batch(self, batch: list[Any]) -> None:

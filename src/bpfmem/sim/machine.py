@@ -37,6 +37,9 @@ class Machine:
         # False: interchangeable objects (on free lists, waiting for grace periods) are counted, not
         # made one by one; nothing may then ask which object is which (no checker, no explorer)
         self.identity = True
+        # with counted objects: batches of map operations run by runs of quiet keys (maps/batch.py);
+        # False runs them key by key (the same numbers, slower)
+        self.batching = True
 
     @property
     def now(self) -> int:
