@@ -21,8 +21,9 @@ from ..maps import BPF_F_NO_PREALLOC, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HAS
 from ..maps.policies import HtabPolicy, get_policy
 from ..mm import MemCgroup, Mm
 from ..rcu import RCU_DEFAULT, TASKS_TRACE_DEFAULT, GpModel, Rcu
-from ..sim import NSEC_PER_MSEC, Machine, RandomScheduler
+from ..sim import NSEC_PER_MSEC, Cpu, Machine, RandomScheduler
 from .costs import DEFAULT_COSTS, CostModel
+from .memo import InvocationMemo, Tally
 from .protocol import Invocation, MapSpec, MemorySample, Producer, RunCounts
 
 
@@ -54,6 +55,7 @@ class ModelMap:
     memcg: MemCgroup
     samples: list[MemorySample] = field(default_factory=list)
     sampling: bool = True
+    memo: InvocationMemo | None = None
 
 
 class ModelBackend:
@@ -66,7 +68,8 @@ class ModelBackend:
                  costs: CostModel = DEFAULT_COSTS, rcu_model: GpModel = RCU_DEFAULT,
                  tasks_trace_model: GpModel = TASKS_TRACE_DEFAULT, trace_implies_rcu_gp: bool = True,
                  sample_interval_ns: int = 10 * NSEC_PER_MSEC, breakdown: bool = True,
-                 fast_forward: bool = True, profile_name: str = "built-in defaults", identity: bool = False) -> None:
+                 fast_forward: bool = True, profile_name: str = "built-in defaults", identity: bool = False,
+                 memo: bool = True) -> None:
         if sample_interval_ns <= 0:
             raise ValueError(f"sample_interval_ns must be > 0, got {sample_interval_ns}")
         self.policy = get_policy(policy) if isinstance(policy, str) else policy
@@ -81,6 +84,7 @@ class ModelBackend:
         self.sample_interval_ns = sample_interval_ns
         self.want_breakdown = breakdown
         self.fast_forward = fast_forward
+        self.memo = memo and not identity          # records of invocations (memo.py): counted objects only
         self.profile_name = profile_name
         self._passive: set[Any] = set()
         self._all_keys: frozenset[int] = frozenset()   # every key any producer uses
@@ -95,6 +99,8 @@ class ModelBackend:
         htab = BpfHtab(self.machine, self.mm, self.rcu, attr, self.memcg, profile=self.policy.make_profile(),
                        elems="ma" if prealloc else self.policy.elems, free_rcu=self.policy.free_rcu)
         m = ModelMap(spec, htab, self.memcg)
+        if self.memo:
+            m.memo = InvocationMemo(m)
         self.phase = "create"
         self._sample_tick(m)
         return m
@@ -119,29 +125,72 @@ class ModelBackend:
 
     # -- running ------------------------------------------------------------------
     def _invoke(self, m: ModelMap, inv: Invocation, counts: RunCounts,
-                pos: tuple[int, int] = (0, 0)) -> tuple[int, tuple[int, int] | None]:
+                pos: tuple[int, int] = (0, 0)) -> tuple[int, tuple[int, int] | None, bool]:
         """Run (part of) one program invocation now, from op ``pos[0]``, key ``pos[1]``.
 
         At most ``CHUNK`` keys run per call, so a long invocation (a batch
         syscall over 100k keys) spreads over its modelled duration and grace
         periods can end in the middle of it, as in the kernel.  Returns the
-        cost in ns and where to continue (None when the invocation is done).
+        cost in ns, where to continue (None when the invocation is done) and
+        whether an operation failed.  An invocation met before in the same situation is applied from its
+        record (``memo.py``): the same effect, in one step.
         """
-        h = m.htab
         cpu = self.machine.cpus[inv.cpu]
+        charged = m.memcg.usage
+        memo = m.memo
+        if memo is not None and memo.static_ok and memo.usable(cpu):
+            key, keys, caches = memo.situation(inv, pos, CHUNK, cpu)
+            rec = memo.records.get(key)
+            if rec.__class__ is int:                 # not replayable when last met: run it, look again later
+                memo.records[key] = rec - 1 if rec else None  # type: ignore[operator]
+                tally = self._execute(m, inv, cpu, pos)
+            elif rec is not None and not memo.verify and memo.applies(rec):  # type: ignore[arg-type]
+                memo.apply(rec)  # type: ignore[arg-type]
+                tally = rec.tally  # type: ignore[union-attr]
+            else:
+                before = memo.before(caches)
+                tally = self._execute(m, inv, cpu, pos)
+                memo.record(key, before, keys, caches, tally, cpu, rec)  # type: ignore[arg-type]
+        else:
+            tally = self._execute(m, inv, cpu, pos)
+        counts.ops += tally.ops
+        errors = tally.errors
+        if errors:
+            for errno, cnt in errors.items():
+                counts.add_error(ERRNO_NAMES.get(errno, str(errno)), cnt)
+        if tally.nxt is None:
+            counts.hits += inv.hits
+            counts.invocations += 1
+        return self._cost(m, tally, charged), tally.nxt, bool(errors)
+
+    def _cost(self, m: ModelMap, tally: Tally, charged: int) -> int:
+        """The modelled duration of an invocation (chunk) that did ``tally`` with ``charged`` bytes in the
+        map's memcg at its start (a map larger than a cache level pays a miss there on most operations)."""
+        c = self.costs
+        cost = tally.base_ns
+        miss = c.miss_ns * (1 - c.llc_bytes / charged) if c.miss_ns and charged > c.llc_bytes else 0.0
+        if (c.l2_miss_ns or c.l2_miss_ns_per_kb) and charged > c.l2_bytes:
+            miss += (c.l2_miss_ns + c.l2_miss_ns_per_kb * m.spec.value_size / 1024) * (1 - c.l2_bytes / charged)
+        if miss:
+            cost += int(miss * tally.keys)
+        if m.htab.prealloc:
+            cost = int(cost * c.prealloc_factor)
+        if tally.kmallocs:
+            cost += tally.kmallocs * c.kmalloc_ns + int(tally.kmalloc_bytes / 1024 * c.kmalloc_ns_per_kb)
+        return cost
+
+    def _execute(self, m: ModelMap, inv: Invocation, cpu: Cpu, pos: tuple[int, int]) -> Tally:
+        """Run the map operations of one invocation (chunk) through the model; what they did."""
+        h = m.htab
         slab = self.mm.slab
         k0, b0 = slab.kmalloc_calls, slab.kmalloc_bytes
         c = self.costs
         cost = c.invocation_ns if pos == (0, 0) else 0
         copy_ns = c.value_copy_ns_per_kb * m.spec.value_size / 1024
-        charged = m.memcg.usage
-        # a map larger than a cache level pays a miss there on most operations
-        miss = c.miss_ns * (1 - c.llc_bytes / charged) if c.miss_ns and charged > c.llc_bytes else 0.0
-        if (c.l2_miss_ns or c.l2_miss_ns_per_kb) and charged > c.l2_bytes:
-            miss += (c.l2_miss_ns + c.l2_miss_ns_per_kb * m.spec.value_size / 1024) * (1 - c.l2_bytes / charged)
         errors: dict[int, int] = {}
         op_i, first = pos
         budget = CHUNK
+        ops = 0
         nxt: tuple[int, int] | None = None
         while op_i < len(inv.ops):
             op = inv.ops[op_i]
@@ -151,7 +200,7 @@ class ModelBackend:
             if first or len(keys) - first > budget:
                 keys = keys[first:first + budget]
             n = len(keys)
-            counts.ops += n
+            ops += n
             if op.kind == "update":
                 before = h.count
                 ok = h.update_batch(cpu, keys, op.flags, errors)
@@ -162,9 +211,10 @@ class ModelBackend:
                 ok = h.delete_batch(cpu, keys, errors)
                 cost += ok * c.delete_ns + (n - ok) * c.error_ns
             else:
-                look = h.lookup
-                for key in keys:
-                    look(cpu, key)
+                if cpu.point_hook is not None:       # a lookup has no effect but its interruption point
+                    look = h.lookup
+                    for key in keys:
+                        look(cpu, key)
                 cost += n * c.lookup_ns
             budget -= n
             if first + n < len(op.keys):
@@ -174,19 +224,7 @@ class ModelBackend:
             if budget <= 0 and op_i < len(inv.ops):
                 nxt = (op_i, 0)
                 break
-        for errno, cnt in errors.items():
-            counts.add_error(ERRNO_NAMES.get(errno, str(errno)), cnt)
-        if miss:
-            cost += int(miss * (CHUNK - budget))
-        if h.prealloc:
-            cost = int(cost * c.prealloc_factor)
-        nk = slab.kmalloc_calls - k0
-        if nk:
-            cost += nk * c.kmalloc_ns + int((slab.kmalloc_bytes - b0) / 1024 * c.kmalloc_ns_per_kb)
-        if nxt is None:
-            counts.hits += inv.hits
-            counts.invocations += 1
-        return cost, nxt
+        return Tally(cost, CHUNK - budget, slab.kmalloc_calls - k0, slab.kmalloc_bytes - b0, ops, errors, nxt)
 
     def _epoch(self) -> int:
         """Changes whenever memory is allocated or freed or RCU is called or calls back."""
@@ -231,9 +269,8 @@ class ModelBackend:
             self._unlock_reader(ps)                # cond_resched(): an urgent quiescent state
             ps.reader = rcu.read_lock()
             ps.reader_since = now
-        nerr = counts.errors_total()
-        cost, more = self._invoke(m, inv, counts, pos)
-        if counts.errors_total() != nerr:
+        cost, more, erred = self._invoke(m, inv, counts, pos)
+        if erred:
             ps.history.clear()
             ps.clean = False
         if more is not None:                       # the rest of a long invocation
