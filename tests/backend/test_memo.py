@@ -79,7 +79,7 @@ def test_records_give_the_same_numbers(policy: str, percpu: bool, value: int, en
 
 @pytest.mark.slow
 @given(**WORKLOADS)
-@settings(max_examples=400, deadline=None, database=None)
+@settings(max_examples=150, deadline=None, database=None)
 def test_records_give_the_same_numbers_long(policy: str, percpu: bool, value: int, entries: int,
                                             limit: int | None, raw: Any) -> None:
     same_numbers(policy, percpu, value, entries, limit, raw)

@@ -28,6 +28,9 @@ from bpfmem.cli import cli, main
 
 ALLOWED = {0, 1, 2}
 CUT_AFTER_S = 0.6
+RECUT_AFTER_S = 2.0
+SWALLOWING = {"gc_callback", "__del__", "_remove", "_callback", "_releaseLock", "_acquireLock",
+              "_after_at_fork_child_reinit_locks"}   # callers that drop exceptions
 
 
 def leaves(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
@@ -92,10 +95,18 @@ def run(argv: list[str]) -> tuple[int, str, bool]:
     cut = [False]
 
     def alarm(signum: int, frame: Any) -> None:
+        # An exception raised inside a garbage-collector callback or a finaliser is printed and dropped
+        # ("Exception ignored in ..."), and the command would then run to its end: cut a moment later.
+        f, depth = frame, 0
+        while f is not None and depth < 64:
+            if f.f_code.co_name in SWALLOWING:
+                signal.setitimer(signal.ITIMER_REAL, 0.02, RECUT_AFTER_S)
+                return
+            f, depth = f.f_back, depth + 1
         cut[0] = True
         raise _Cut()
     old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, CUT_AFTER_S)
+    signal.setitimer(signal.ITIMER_REAL, CUT_AFTER_S, RECUT_AFTER_S)   # and again, should a cut still be lost
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(argv)

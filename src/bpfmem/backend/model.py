@@ -15,7 +15,7 @@ Determinism: everything random goes through the machine's seeded scheduler.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..maps import BPF_F_NO_PREALLOC, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, ERRNO_NAMES, BpfHtab, MapAttr
 from ..maps.policies import HtabPolicy, get_policy
@@ -89,6 +89,7 @@ class ModelBackend:
         self._passive: set[Any] = set()
         self._all_keys: frozenset[int] = frozenset()   # every key any producer uses
         self.phase = ""
+        self.on_tick: Callable[[int], None] | None = None   # told the simulated time at each sample (progress)
 
     # -- maps -------------------------------------------------------------------
     def map_create(self, spec: MapSpec) -> ModelMap:
@@ -109,6 +110,8 @@ class ModelBackend:
         if not m.sampling:
             return
         m.samples.append(self.sample(m, self.phase))
+        if self.on_tick is not None:
+            self.on_tick(self.machine.engine.now)
         self.machine.engine.after(self.sample_interval_ns, self._sample_tick, m)
 
     def sample(self, m: ModelMap, phase: str = "") -> MemorySample:

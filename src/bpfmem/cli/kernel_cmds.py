@@ -131,8 +131,11 @@ def compare(policy: str, use_case: str, cpus: int | None, value_size: int, max_e
     """Run the same workload on the model and on the kernel, side by side, with the model's error."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0))
-    workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke)
     policies = kernel_policies(policy)
+    workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke,
+                                runs_per_use_case=len(policies) * (repeat + 1),
+                                preallocated="prealloc" in policies, simulated_s=duration + 2 * idle,
+                                sample_interval_ms=1.0)
     profile = load_model_profile(profile_path)
     dur, idl = int(duration * NSEC_PER_SEC), int(idle * NSEC_PER_SEC)
     from ..kernel.probe import possible_cpus

@@ -100,9 +100,9 @@ def workload_options(fn: Any) -> Any:
     return fn
 
 
-def build_workloads(use_case: str, cpus: int, value_size: int, max_entries: int | None, batch: int,
-                    poke: int) -> dict[str, HtabMemWorkload]:
-    """Workloads for the chosen use cases; bad combinations fail naming the option."""
+def workload_configs(use_case: str, cpus: int, value_size: int, max_entries: int | None, batch: int,
+                     poke: int) -> dict[str, HtabMemConfig]:
+    """The configuration of each chosen use case (cheap: no keys are made yet)."""
     use_cases = list(USE_CASES) if use_case == "all" else [use_case]
     out = {}
     for uc in use_cases:
@@ -112,13 +112,67 @@ def build_workloads(use_case: str, cpus: int, value_size: int, max_entries: int 
         if entries is None:
             keys = batch * (cpus // 2 if uc == "add_del_on_diff_cpu" else cpus)
             entries = max(8192, 64 * cpus, keys, poke)
-        try:
-            out[uc] = htab_mem(HtabMemConfig(uc, cpus, value_size, entries, batch, poke=poke))
-        except WorkloadError as e:
-            fail("--" + e.param.replace("_", "-"), str(e))
+        out[uc] = HtabMemConfig(uc, cpus, value_size, entries, batch, poke=poke)
     if not out:
         fail("--cpus", "no use case can run with these options")
     return out
+
+
+def build_workloads(use_case: str, cpus: int, value_size: int, max_entries: int | None, batch: int,
+                    poke: int, *, runs_per_use_case: int = 1, preallocated: bool = False,
+                    simulated_s: float = 0.0, sample_interval_ms: float = 10.0) -> dict[str, HtabMemWorkload]:
+    """Workloads for the chosen use cases; bad combinations fail naming the option, and so does a
+    set of runs that would need more memory than this machine has (priced before anything is built)."""
+    configs = workload_configs(use_case, cpus, value_size, max_entries, batch, poke)
+    check_footprint(list(configs.values()), runs_per_use_case, preallocated, simulated_s, sample_interval_ms)
+    out = {}
+    for uc, cfg in configs.items():
+        try:
+            out[uc] = htab_mem(cfg)
+        except WorkloadError as e:
+            fail("--" + e.param.replace("_", "-"), str(e))
+    return out
+
+
+def _down(x: float) -> str:
+    """``x`` to three significant digits, rounded down (a suggested limit must itself pass)."""
+    import math
+    if x <= 0:
+        return "0"
+    step = 10 ** (math.floor(math.log10(x)) - 2)
+    return f"{math.floor(x / step) * step:.6g}"
+
+
+def check_footprint(configs: list[HtabMemConfig], runs_per_use_case: int, preallocated: bool,
+                    simulated_s: float, sample_interval_ms: float) -> None:
+    """Refuse, naming the option and its limit, runs whose memory would pass what this machine has."""
+    from ..backend import footprint as fp
+    interval_ns = max(1, int(sample_interval_ms * 1e6))
+    per_run = fp.samples_per_run(int(simulated_s * NSEC_PER_SEC), interval_ns)
+    sizes = [fp.RunSize(c.key_count(), c.entries() if preallocated else 0, per_run)
+             for c in configs for _ in range(runs_per_use_case)]
+    cost, budget = fp.price(sizes), fp.budget_bytes()
+    if cost.total <= budget:
+        return
+    need = f"about {fp.gib(cost.total)} of model memory, more than the {fp.gib(budget)} this machine has available"
+    part = cost.largest()
+    room = budget - (cost.total - getattr(cost, part))
+    c = max(configs, key=lambda c: c.key_count())
+    if part == "samples":
+        n = len(sizes)
+        most = max(0.0, (room / fp.PER_SAMPLE_BYTES / n - 8) * interval_ns / NSEC_PER_SEC)
+        fail("--duration", f"{n} run(s) of {simulated_s:g} simulated s (run and idle phases) sampled every "
+                           f"{sample_interval_ms:g} ms keep {per_run * n} memory samples: {need}; at most about "
+                           f"{_down(most)} s of run and idle phases at this --sample-interval")
+    if part == "prealloc":
+        most = max(0, room // fp.PER_PREALLOC_ELEM_BYTES)
+        fail("--max-entries", f"a preallocated map of {c.entries()} entries makes every element up front: {need}; "
+                              f"at most about {most} entries")
+    units = c.cpus // 2 if c.use_case == "add_del_on_diff_cpu" else c.cpus     # keys per unit of batch
+    poke_keys = c.key_count() - c.batch * units
+    most = max(0, (room // fp.PER_KEY_BYTES - poke_keys) // max(1, units))
+    fail("--batch", f"{c.key_count()} keys ({c.cpus} CPUs x {c.batch} per program run, and the poke): {need}; "
+                    f"at most about {most} keys per program run at --cpus {c.cpus}")
 
 
 def load_model_profile(path: str | None) -> Profile:
@@ -197,32 +251,41 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, v
     check_plot_path(plot)
     if cpus is None:
         cpus = 8 if backend == "model" else len(os.sched_getaffinity(0))
-    workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke)
     policies = (kernel_policies(policy) if backend == "kernel"
                 else list(POLICIES) if policy == "all" else [policy])
+    workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke, runs_per_use_case=len(policies),
+                                preallocated=backend == "model" and any(POLICIES[p].elems == "prealloc"
+                                                                        for p in policies),
+                                simulated_s=duration + 2 * idle,
+                                sample_interval_ms=sample_interval or (10.0 if backend == "model" else 1.0))
     profile = load_model_profile(profile_path) if backend == "model" else None
     results: list[dict[str, Any]] = []
     backend_info: dict[str, Any] = {}
     runs = [(uc, pol) for uc in workloads for pol in policies]
-    with progress(quiet, as_json) as prog:
-        task = prog.add_task("htab-mem", total=len(runs))
-        for uc, pol in runs:
+    per_run = duration + 2 * idle                       # simulated seconds a run covers (create..close)
+    unit = "simulated s" if backend == "model" else "runs"
+    with progress(quiet, as_json, unit=unit) as prog:
+        task = prog.add_task("htab-mem", total=len(runs) * (per_run if backend == "model" else 1))
+        for i, (uc, pol) in enumerate(runs):
             def say(phase: str, uc: str = uc, pol: str = pol) -> None:
                 prog.update(task, description=f"{uc} / {pol}: {phase}")
             if backend == "model":
                 assert profile is not None
                 be: Any = model_backend(cpus, pol, seed, profile, sample_interval or 10.0, fast_forward)
+                be.on_tick = lambda t_ns, base=i * per_run: prog.update(
+                    task, completed=base + min(per_run, t_ns / NSEC_PER_SEC))
                 r = run_htab_mem(be, workloads[uc], pol, duration_ns=int(duration * NSEC_PER_SEC),
                                  idle_ns=int(idle * NSEC_PER_SEC), progress=say)
+                prog.update(task, completed=(i + 1) * per_run)
             else:
                 with open_kernel(cpus, driver, pol) as be:
                     if sample_interval:
                         be.sample_interval_ns = int(sample_interval * 1e6)
                     r = run_htab_mem(be, workloads[uc], pol, duration_ns=int(duration * NSEC_PER_SEC),
                                      idle_ns=int(idle * NSEC_PER_SEC), progress=say)
+                prog.advance(task)
             backend_info = be.describe()
             results.append(r.to_json())
-            prog.advance(task)
     backend_info.pop("policy", None)
     if backend == "model":
         backend_info.pop("kernel", None)

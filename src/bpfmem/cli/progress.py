@@ -21,8 +21,9 @@ LINE_EVERY_S = 3.0
 class _Lines:
     """The ``rich.progress.Progress`` calls the commands use, as throttled plain lines."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, unit: str = "") -> None:
         self.stream = stream
+        self.unit = unit
         self.tasks: dict[int, dict[str, Any]] = {}
         self.t0 = time.monotonic()
         self.last = self.t0
@@ -41,8 +42,11 @@ class _Lines:
         self.last = self.t0          # the first line after LINE_EVERY_S: a short command prints none
         return i
 
-    def update(self, task: int, description: str | None = None, advance: float = 0.0, **_kw: Any) -> None:
+    def update(self, task: int, description: str | None = None, advance: float = 0.0,
+               completed: float | None = None, **_kw: Any) -> None:
         t = self.tasks[task]
+        if completed is not None:
+            t["done"] = completed
         if description is not None and description != t["description"]:
             t["description"] = description
             t["done"] += advance
@@ -64,17 +68,30 @@ class _Lines:
             if final:
                 self.stream.write(f"bpfmem: {t['name']}: done in {now - self.t0:.1f} s\n")
                 continue
-            pct = f", {100 * t['done'] / t['total']:.0f}%" if t["total"] else ""
-            self.stream.write(f"bpfmem: {t['description']} ({now - self.t0:.0f} s{pct})\n")
+            took = now - self.t0
+            pct = eta = amount = ""
+            if t["total"]:
+                pct = f", {100 * t['done'] / t['total']:.0f}%"
+                if self.unit:
+                    amount = f", {t['done']:.2f}/{t['total']:.2f} {self.unit}"
+                if 0 < t["done"] < t["total"]:
+                    eta = f", about {took * (t['total'] - t['done']) / t['done']:.0f} s left"
+            self.stream.write(f"bpfmem: {t['description']} ({took:.0f} s{amount}{pct}{eta})\n")
         self.stream.flush()
 
 
-def progress(quiet: bool = False, as_json: bool = False) -> Any:
+def progress(quiet: bool = False, as_json: bool = False, unit: str = "") -> Any:
     """A progress display for a long command: a bar on a terminal (not under --json), plain lines
-    otherwise, nothing with --quiet."""
+    otherwise, nothing with --quiet.  ``unit`` names what the task's total counts (e.g. simulated
+    seconds), shown beside the bar with the time left."""
     if quiet:
         return Progress(console=Console(stderr=True), disable=True)
     if sys.stderr.isatty() and not as_json:
-        return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-    return _Lines(sys.stderr)
+        amount = (TextColumn("{task.completed:.2f}/{task.total:.2f} " + unit.replace("[", "\\[")) if unit
+                  else TextColumn("{task.completed:.0f}/{task.total:.0f}"))
+        return Progress(TextColumn("{task.description}"), BarColumn(), amount,
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
+                        transient=True)
+    if as_json:
+        return Progress(console=Console(stderr=True), disable=True)
+    return _Lines(sys.stderr, unit)

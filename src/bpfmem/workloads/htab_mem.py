@@ -53,6 +53,12 @@ class HtabMemConfig:
     def entries(self) -> int:
         return self.max_entries if self.max_entries is not None else max(8192, 64 * self.cpus)
 
+    def key_count(self) -> int:
+        """Distinct keys the workload's programs hold (producers' keys and the poke's), without building them."""
+        if self.use_case == "add_del_on_diff_cpu":
+            return self.batch * (self.cpus // 2) + self.poke * 2 * (self.cpus // 2)
+        return self.batch * self.cpus + self.poke * self.cpus
+
 
 @dataclass(frozen=True)
 class HtabMemWorkload:
