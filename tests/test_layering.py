@@ -22,7 +22,10 @@ ALLOWED: dict[str, set[str]] = {
     "explore": {"*"},
     "bench": {"workloads", "backend.protocol", "report"},
     "backend.protocol": set(),
-    "backend.model": {"sim", "rcu", "mm", "alloc", "maps", "backend.protocol", "backend.costs"},
+    "backend.model": {"sim", "rcu", "mm", "alloc", "maps", "backend.protocol", "backend.costs", "backend.memo"},
+    "backend.memo": {"sim", "rcu", "mm", "alloc", "maps", "backend.protocol", "backend.model"},  # types only
+    "backend.footprint": set(),
+    "backend.speed": {"backend.model", "backend.profile", "maps", "workloads"},
     "backend.costs": set(),
     "backend.profile": {"rcu", "backend.costs"},
     "kernel": {"backend.protocol", "workloads", "report"},

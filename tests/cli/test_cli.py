@@ -81,7 +81,15 @@ def test_plot_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_policies_and_bench_self(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = run_cli(["policies", "--json"], capsys)
     assert rc == 0 and {p["name"] for p in json.loads(out)} >= {"v6.1", "v6.2", "v6.6", "prealloc"}
-    rc, out, _ = run_cli(["bench", "self", "--cpus", "2", "--duration", "0.005", "--json"], capsys)
+    rc, out, _ = run_cli(["bench", "self", "--cpus", "2", "--policy", "v6.1", "--duration", "0.05", "--raw",
+                          "--no-matrix", "--json"], capsys)
     doc = json.loads(out)
-    assert rc == 0 and len(doc["results"]) == 3
-    assert all(r["raw"]["ops"] > 0 and r["raw"]["ops"] == r["fast_forward"]["ops"] for r in doc["results"])
+    assert rc == 0 and len(doc["results"]) == 3 and doc["matrix"] is None
+    for r in doc["results"]:
+        assert r["ops"] > 0 and r["ops"] == r["raw"]["ops"]          # the fast paths are exact
+        assert r["realtime_factor"] == pytest.approx(0.05 / r["wall_s"], rel=0.05)
+        assert r["peak_rss_bytes"] > 10 << 20
+    bad = [r for r in doc["results"] if r["use_case"] == "batch_add_batch_del"][0]
+    from bpfmem.backend.speed import MIN_PARKED
+    assert bad["parked_max"] > 10_000                     # v6.1 parks until a grace period
+    assert (bad["bytes_per_parked"] is None) == (bad["parked_max"] < MIN_PARKED)

@@ -144,7 +144,7 @@ def test_no_traceback_for_any_input(data: st.DataObject, files: list[str]) -> No
 
 @pytest.mark.slow
 @given(data=st.data())
-@settings(max_examples=1000, deadline=None, database=None,
+@settings(max_examples=2000, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_no_traceback_for_any_input_long(data: st.DataObject, files: list[str]) -> None:
     fuzz_one(data, files)

@@ -316,45 +316,71 @@ def check_plot_path(plot: str | None) -> None:
 
 
 @bench.command("self")
-@click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True, help="Simulated CPUs (producers).")
-@click.option("--duration", type=Finite(0, 60, min_open=True), default=0.05, show_default=True,
-              help="Simulated seconds per measurement.")
-@click.option("--policy", type=click.Choice(list(POLICIES)), default="v6.6", show_default=True,
-              help="Element memory policy to time.")
+@click.option("--cpus", type=click.IntRange(1, 256), multiple=True, default=(8, 64), show_default=True,
+              help="Simulated CPUs (producers); repeat for several.")
+@click.option("--duration", type=Finite(0, 60, min_open=True), default=0.2, show_default=True,
+              help="Simulated seconds of run phase per row.")
+@click.option("--policy", type=_choices_with_all(list(POLICIES)), default="all", show_default=True,
+              help="Element memory policy to time, or all.")
+@click.option("--use-case", type=_choices_with_all(USE_CASES), default="all", show_default=True,
+              help="htab-mem use case, or all.")
+@click.option("--raw", is_flag=True, help="Also time each row with every fast path off (slow).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="Model profile JSON (costs, grace periods) [default: the shipped one].")
+@click.option("--matrix/--no-matrix", default=True, show_default=True,
+              help="Also time the default all-policy matrix (bench htab-mem --policy all --use-case all --cpus 8).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-def bench_self(cpus: int, duration: float, policy: str, as_json: bool) -> None:
-    """How fast the model runs: simulated map operations per wall second, one core."""
-    rows = []
-    for uc in USE_CASES:
-        if uc == "add_del_on_diff_cpu" and cpus % 2:
-            continue
-        wl = htab_mem(HtabMemConfig(uc, cpus))
-        row: dict[str, Any] = {"use_case": uc, "policy": policy, "cpus": cpus, "duration_s": duration}
-        for ff in (False, True):
-            be = ModelBackend(cpus, policy, fast_forward=ff, breakdown=False)
-            m = be.map_create(wl.map_spec)
-            t0 = time.perf_counter()
-            counts = be.run(m, wl.producers, int(duration * NSEC_PER_SEC))
-            wall = time.perf_counter() - t0
-            key = "fast_forward" if ff else "raw"
-            row[key] = {"ops": counts.ops, "wall_s": round(wall, 4), "ops_per_wall_s": counts.ops / wall,
-                        "skipped_invocations": counts.skipped_invocations}
-        rows.append(row)
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def bench_self(cpus: tuple[int, ...], duration: float, policy: str, use_case: str, raw: bool,
+               profile_path: str | None, matrix: bool, as_json: bool, quiet: bool) -> None:
+    """How fast and small the model is, one core: real-time factor, map ops per wall second, peak memory and
+    bytes per parked object, per use case x policy x CPUs (each row in a fresh process)."""
+    from ..backend.speed import time_matrix, time_rows
+    profile = load_model_profile(profile_path)
+    policies = list(POLICIES) if policy == "all" else [policy]
+    use_cases = list(USE_CASES) if use_case == "all" else [use_case]
+    cases = [(uc, pol, n) for n in dict.fromkeys(cpus) for uc in use_cases for pol in policies
+             if not (uc == "add_del_on_diff_cpu" and n % 2)]
+    if not cases:
+        fail("--cpus", "add_del_on_diff_cpu needs an even number of CPUs")
+    rows: list[dict[str, Any]] = []
+    matrix_doc = None
+    with progress(quiet, as_json, unit="rows") as prog:
+        task = prog.add_task("bench self", total=len(cases) + (1 if matrix else 0))
+        for uc, pol, n in cases:
+            prog.update(task, description=f"{uc} / {pol} / {n} CPUs")
+            rows.extend(time_rows([(uc, pol, n)], duration, raw, profile))
+            prog.advance(task)
+        if matrix:
+            prog.update(task, description="the default all-policy matrix")
+            matrix_doc = time_matrix()
+            prog.advance(task)
     doc = {"tool": "bpfmem", "version": __version__, "command": "bench self",
+           "params": {"cpus": list(dict.fromkeys(cpus)), "duration_s": duration, "policy": policy,
+                      "use_case": use_case, "raw": raw, "profile": profile.name},
            "machine": {"python": platform.python_version(), "implementation": platform.python_implementation(),
-                       "cpu": platform.processor() or platform.machine(), "cores_used": 1},
-           "results": rows}
+                       "cpu": platform.processor() or platform.machine(), "cores_used": 1,
+                       "host_cpus": os.cpu_count()},
+           "measured": True, "results": rows, "matrix": matrix_doc}
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         return
     from rich.table import Table
-    t = Table(title=f"model speed: {cpus} simulated CPUs, {duration} simulated s, policy {policy} (one core)")
-    for c in ("use case", "map ops", "raw ops/wall s", "with fast-forward ops/wall s", "skipped invocations"):
-        t.add_column(c, justify="right" if c != "use case" else "left", no_wrap=c == "use case")
+    t = Table(title=f"model speed and size: {duration} simulated s of run phase per row, one core (measured)")
+    cols = ["use case", "policy", "CPUs", "real-time factor", "map ops/wall s", "peak RSS", "parked max",
+            "B/parked"] + (["raw real-time factor"] if raw else [])
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("use case", "policy") else "right", no_wrap=c == "use case")
     for r in rows:
-        t.add_row(r["use_case"], f"{r['raw']['ops']:,}", f"{r['raw']['ops_per_wall_s'] / 1e6:.2f} M",
-                  f"{r['fast_forward']['ops_per_wall_s'] / 1e6:.2f} M", f"{r['fast_forward']['skipped_invocations']:,}")
-    Console().print(t)
+        bpp = r["bytes_per_parked"]
+        t.add_row(r["use_case"], r["policy"], str(r["cpus"]), f"{r['realtime_factor']:.2f}x",
+                  f"{r['ops_per_wall_s'] / 1e6:.2f} M", f"{r['peak_rss_bytes'] / (1 << 20):.0f} MiB",
+                  f"{r['parked_max']:,}", "-" if bpp is None else f"{bpp:.1f}",
+                  *([f"{r['raw']['realtime_factor']:.2f}x"] if raw else []))
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(t)
+    if matrix_doc is not None:
+        console.print(f"default all-policy matrix: {matrix_doc['wall_s']:.1f} s wall ({matrix_doc['command']})")
 
 
 @cli.command("policies")

@@ -671,3 +671,16 @@ def htab_map_create_check(attr: MapAttr, ncpus: int, creds: Creds = ROOT, nr_nod
     limits = htab_map_alloc_limits(kattr, ncpus)
     bpf_obj_name_cpy(attr.map_name)
     return limits
+
+
+def parked_objects(htab: BpfHtab) -> int:
+    """Objects freed by the map but not yet back in the slab: on bpf_mem_alloc's per-CPU lists
+    (free_llist, free_by_rcu, waiting_for_gp and the tasks-trace lists) or, before 6.1, waiting in
+    ``call_rcu``.  Preallocated maps park nothing: every element lives in the preallocated area."""
+    elems = htab.elems
+    if isinstance(elems, MemAllocElems):
+        mas = [elems.ma] + ([elems.pcpu_ma] if elems.pcpu_ma is not None else [])
+        return sum(len(lst) for ma in mas for c in ma.all_caches() for lst in c.lists().values())
+    if isinstance(elems, KmallocRcuElems):
+        return elems.pending
+    return 0
