@@ -74,7 +74,7 @@ class _OpRunner:
         got = self._arrays.get(id(keys))
         if got is None:
             got = self._arrays[id(keys)] = (keys, S.u32_array(keys),
-                                            (C.c_uint8 * (len(keys) * self.m.value_size))())
+                                            (C.c_uint8 * (len(keys) * self.m.value_stride))())
         return got[1], got[2]
 
     def invoke(self, inv: Invocation, errors: dict[str, int]) -> int:
@@ -83,8 +83,10 @@ class _OpRunner:
             n += len(op.keys)
             if self.driver == "prog":
                 self._prog_op(op.kind, op.keys, op.flags, errors)
+            elif op.kind == "update" and op.flags & U.BPF_EXIST:
+                self._each(op.keys, op.flags, errors)          # a batch cannot pass BPF_EXIST
             elif op.kind == "update":
-                self._batch(op.keys, errors, update=True)
+                self._batch(op.keys, errors, update=True, elem_flags=op.flags & U.BPF_F_LOCK)
             elif op.kind == "delete":
                 self._batch(op.keys, errors, update=False)
             else:
@@ -92,19 +94,32 @@ class _OpRunner:
                     S.map_lookup_elem(self.m, k.to_bytes(4, "little"))
         return n
 
-    def _batch(self, keys: tuple[int, ...], errors: dict[str, int], update: bool) -> None:
+    def _each(self, keys: tuple[int, ...], flags: int, errors: dict[str, int]) -> None:
+        """``BPF_MAP_UPDATE_ELEM`` per key, with ``flags``."""
+        value = bytes(self.m.value_stride)
+        for k in keys:
+            try:
+                S.map_update_elem(self.m, k.to_bytes(self.m.key_size, "little"), value, flags)
+            except S.BpfSyscallError as e:
+                name = errno_mod.errorcode.get(e.errno, str(e.errno))
+                errors[name] = errors.get(name, 0) + 1
+
+    def _batch(self, keys: tuple[int, ...], errors: dict[str, int], update: bool, elem_flags: int = 0) -> None:
         karr, varr = self._keys(keys)
         start, total = 0, len(keys)
         while start < total:
             try:
                 if update:
-                    S.map_update_batch(self.m, karr, varr, total - start, 0, start)
+                    S.map_update_batch(self.m, karr, varr, total - start, elem_flags, start)
                 else:
                     S.map_delete_batch(self.m, karr, total - start, start)
                 return
             except S.BpfSyscallError as e:
                 done = int(e.attrs.get("done", 0))
                 name = errno_mod.errorcode.get(e.errno, str(e.errno))
+                if done >= total - start:  # refused before the first key (count left unwritten): all fail
+                    errors[name] = errors.get(name, 0) + total - start
+                    return
                 errors[name] = errors.get(name, 0) + 1
                 start += done + 1          # skip the failing key, go on with the rest
 

@@ -102,11 +102,23 @@ class BpfFd:
         return f"<{self.kind} fd {self.fd}{' closed' if self.closed else ''}>"
 
 
+PERCPU_MAP_TYPES = (U.BPF_MAP_TYPE_PERCPU_HASH, 6, 10, 21)   # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
+
+
 class BpfMap(BpfFd):
     def __init__(self, fd: int, map_type: int, key_size: int, value_size: int, max_entries: int, flags: int) -> None:
         super().__init__(fd, "map")
         self.map_type, self.key_size, self.value_size = map_type, key_size, value_size
         self.max_entries, self.map_flags = max_entries, flags
+
+    @property
+    def value_stride(self) -> int:
+        """Bytes of one element's value in user buffers: per-CPU maps pass ``round_up(value_size, 8)``
+        for every possible CPU (``bpf_map_value_size()``), other maps ``value_size``."""
+        if self.map_type in PERCPU_MAP_TYPES:
+            from .probe import possible_cpus
+            return (self.value_size + 7) // 8 * 8 * possible_cpus()
+        return self.value_size
 
 
 BPF_OBJ_NAME_LEN = 16
@@ -170,8 +182,8 @@ def map_update_elem(m: BpfMap, key: bytes, value: bytes, flags: int = U.BPF_ANY)
 
 
 def map_lookup_elem(m: BpfMap, key: bytes) -> bytes | None:
-    """``BPF_MAP_LOOKUP_ELEM``: the value, or None for ENOENT."""
-    k, v = _buf(key), C.create_string_buffer(m.value_size)
+    """``BPF_MAP_LOOKUP_ELEM``: the value (every CPU's for a per-CPU map), or None for ENOENT."""
+    k, v = _buf(key), C.create_string_buffer(m.value_stride)
     try:
         bpf(U.BPF_MAP_LOOKUP_ELEM, U.MapElemAttr(map_fd=m.fd, key=C.addressof(k), value=C.addressof(v)))
     except BpfSyscallError as e:
@@ -188,7 +200,7 @@ def map_delete_elem(m: BpfMap, key: bytes) -> None:
 
 
 def map_lookup_and_delete_elem(m: BpfMap, key: bytes) -> bytes:
-    k, v = _buf(key), C.create_string_buffer(m.value_size)
+    k, v = _buf(key), C.create_string_buffer(m.value_stride)
     bpf(U.BPF_MAP_LOOKUP_AND_DELETE_ELEM, U.MapElemAttr(map_fd=m.fd, key=C.addressof(k), value=C.addressof(v)))
     return v.raw
 
@@ -212,7 +224,7 @@ def map_update_batch(m: BpfMap, keys: C.Array[Any], values: C.Array[Any], count:
     """``BPF_MAP_UPDATE_BATCH`` of keys[start:start+count] (elem_flags only 0 or BPF_F_LOCK);
     returns how many were updated.  Values are read from the same offset of ``values``."""
     a = U.MapBatchAttr(keys=C.addressof(keys) + start * m.key_size,
-                       values=C.addressof(values) + start * m.value_size, count=count, map_fd=m.fd,
+                       values=C.addressof(values) + start * m.value_stride, count=count, map_fd=m.fd,
                        elem_flags=elem_flags)
     return _batch(U.BPF_MAP_UPDATE_BATCH, a)
 

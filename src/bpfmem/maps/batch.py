@@ -75,6 +75,9 @@ def update_runs(htab: BpfHtab, cpu: Cpu, keys: Sequence[int], flags: int, errors
                     if f == BPF_NOEXIST:
                         errors[EEXIST] = errors.get(EEXIST, 0) + j - i
                         break
+                    if htab.percpu or flags & BPF_F_LOCK:  # values copied in place: nothing allocated or freed
+                        ok += j - i
+                        break
                     m = store.quiet_replaces(cpu)
                 else:
                     if f == BPF_EXIST:

@@ -17,8 +17,10 @@ Models: kernel/bpf/hashtab.c @ v6.18 (``htab_map_alloc``,
   free.
 
 Element: ``struct htab_elem`` (48 B) + round_up(key, 8) + round_up(value, 8)
-(8 for the percpu pointer of percpu maps).  Update of an existing key always
-builds a new element and frees the old one after the bucket unlock.
+(8 for the percpu pointer of percpu maps).  Update of an existing key of a
+``BPF_MAP_TYPE_HASH`` builds a new element and frees the old one after the
+bucket unlock; a ``BPF_MAP_TYPE_PERCPU_HASH`` copies the value in place
+(``__htab_percpu_map_update_elem``, ``pcpu_copy_value``): no alloc, no free.
 
 Creation refuses exactly what the kernel refuses, with its errno and in its
 order (``map_create_prologue`` with ``htab_map_alloc_check``, then
@@ -292,8 +294,7 @@ class PreallocElems:
         return node
 
     def after_replace(self, htab: BpfHtab, cpu: Cpu, old: MemObj) -> None:
-        if not self.has_extra:              # percpu prealloc maps update in place in the kernel
-            self.free(htab, cpu, old)
+        """Nothing: ``alloc`` made the old element this CPU's extra element (percpu maps never replace)."""
 
     def free(self, htab: BpfHtab, cpu: Cpu, elem: MemObj) -> None:
         htab.count -= 1
@@ -433,6 +434,7 @@ class BpfHtab:
                                       "(htab_map_create_check)")
         self.m, self.mm, self.rcu, self.attr, self.memcg = machine, mm, rcu, attr, memcg
         self.percpu = attr.map_type == BPF_MAP_TYPE_PERCPU_HASH
+        self.spin_lock = False      # the value holds a struct bpf_spin_lock (from BTF; bench maps have none)
         self.prealloc = not attr.map_flags & BPF_F_NO_PREALLOC
         self.elem_size = SIZEOF_HTAB_ELEM + round_up(attr.key_size, 8) + \
             (8 if self.percpu else round_up(attr.value_size, 8))
@@ -482,8 +484,8 @@ class BpfHtab:
     def update(self, cpu: Cpu, key: int, flags: int = 0, init: Callable[[MemObj], None] | None = None) -> int:
         """``htab_map_update_elem()``: 0 or -errno.  ``init`` stands for ``alloc_htab_elem()``'s copy of
         key and value into the new element, before ``hlist_nulls_add_head_rcu()`` publishes it."""
-        if flags & ~BPF_F_LOCK > BPF_EXIST:
-            return -EINVAL
+        if flags & ~BPF_F_LOCK > BPF_EXIST or (flags & BPF_F_LOCK and (self.percpu or not self.spin_lock)):
+            return -EINVAL      # percpu: flags > BPF_EXIST; BPF_F_LOCK needs a bpf_spin_lock in the value
         cpu.irq_off += 1                                # htab_lock_bucket(): IRQs off
         if cpu.point_hook is not None:
             cpu.point_hook(cpu, "htab_update:locked")
@@ -495,6 +497,14 @@ class BpfHtab:
         elif flags & ~BPF_F_LOCK == BPF_EXIST:
             self._unlock(cpu)
             return -ENOENT
+        if l_old is not None and (self.percpu or flags & BPF_F_LOCK):
+            # __htab_percpu_map_update_elem(): "per-cpu hash map can update value in-place"
+            # (pcpu_copy_value); BPF_F_LOCK: copy_map_value_locked() into the old element
+            # (6.18 does this before taking the bucket lock): no allocation, nothing freed
+            if init is not None:
+                init(l_old)
+            self._unlock(cpu)
+            return 0
         l_new = self.elems.alloc(self, cpu, l_old)
         if l_new.__class__ is int:
             self._unlock(cpu)
@@ -523,7 +533,7 @@ class BpfHtab:
         """``htab_map_update_elem`` for each key in turn (``BPF_MAP_UPDATE_BATCH``,
         a ``bpf_loop`` in a program); failures counted in ``errors`` by errno.
         Returns the number of successful updates."""
-        if flags & ~BPF_F_LOCK > BPF_EXIST:
+        if flags & ~BPF_F_LOCK > BPF_EXIST or (flags & BPF_F_LOCK and (self.percpu or not self.spin_lock)):
             errors[EINVAL] = errors.get(EINVAL, 0) + len(keys)
             return 0
         if runs_allowed(self, cpu, keys):
