@@ -14,7 +14,7 @@ Determinism: everything random goes through the machine's seeded scheduler.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from ..maps import BPF_F_NO_PREALLOC, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, ERRNO_NAMES, BpfHtab, MapAttr
@@ -78,6 +78,8 @@ class ModelBackend:
         self.machine.identity = identity       # False: parked objects are counted, not made one by one
         self.ncpus = ncpus
         self.mm = Mm(self.machine)
+        if not self.policy.tasks_trace_lazy:     # before 6.6 (d119357d0743): no lazy batching of callbacks
+            tasks_trace_model = replace(tasks_trace_model, lazy_delay_ns=0)
         self.rcu = Rcu(self.machine, rcu_model, tasks_trace_model, trace_implies_rcu_gp=trace_implies_rcu_gp)
         self.memcg = self.mm.root_memcg.child("bpfmem")
         self.costs = costs

@@ -29,18 +29,24 @@ class HtabPolicy:
     free_rcu: bool
     kernel: str
     description: str
+    # call_rcu_tasks_trace() batches callbacks lazily (~250 ms) from 6.6 (d119357d0743); before, the
+    # first callback on an empty queue wakes the grace-period kthread at once
+    tasks_trace_lazy: bool = True
 
     def make_profile(self) -> MemAllocProfile | None:
         return self.profile() if self.profile is not None else None
 
 
 POLICIES: dict[str, HtabPolicy] = {p.name: p for p in (
-    HtabPolicy("v6.1", "ma", V6_1, False, "6.1", "bpf_mem_alloc 6.1: kmalloc-only refill, tasks-trace then call_rcu"),
-    HtabPolicy("v6.2", "ma", V6_2, False, "6.2-6.5", "bpf_mem_alloc 6.2: refill reuses objects waiting to be handed to RCU"),
+    HtabPolicy("v6.1", "ma", V6_1, False, "6.1", "bpf_mem_alloc 6.1: kmalloc-only refill, tasks-trace then call_rcu",
+               tasks_trace_lazy=False),
+    HtabPolicy("v6.2", "ma", V6_2, False, "6.2-6.5", "bpf_mem_alloc 6.2: refill reuses objects waiting to be handed to RCU",
+               tasks_trace_lazy=False),
     HtabPolicy("v6.6", "ma", V6_6, False, "6.6-6.18", "bpf_mem_alloc 6.6+: _ttrace lists, tgt hint, reuse during the GP"),
     HtabPolicy("free_rcu", "ma", V6_6, True, "proposal", "v6.6 allocator, htab frees with bpf_mem_cache_free_rcu"),
     HtabPolicy("prealloc", "prealloc", None, False, "all", "preallocated: pcpu_freelist + per-CPU extra_elems"),
-    HtabPolicy("kmalloc_rcu", "kmalloc_rcu", None, False, "<6.1", "per-element kmalloc(GFP_NOWAIT) + call_rcu"),
+    HtabPolicy("kmalloc_rcu", "kmalloc_rcu", None, False, "<6.1", "per-element kmalloc(GFP_NOWAIT) + call_rcu",
+               tasks_trace_lazy=False),
 )}
 
 
