@@ -23,7 +23,7 @@ from .. import __version__
 from ..backend.model import ModelBackend
 from ..bench import run_htab_mem
 from ..kernel import DRIVERS
-from ..maps.policies import POLICIES
+from ..maps.policies import POLICIES, RELEASES
 from ..report.text import print_htab_mem
 from ..backend.profile import Profile, ProfileError, load_profile
 from ..workloads import USE_CASES, HtabMemConfig, HtabMemWorkload, WorkloadError, htab_mem
@@ -194,7 +194,7 @@ def kernel_policies(policy: str) -> list[str]:
     """What --policy means on the kernel backend: the running kernel's allocator, or preallocated maps."""
     if policy == "all":
         return ["v6.6", "prealloc"]
-    if policy not in ("v6.6", "prealloc"):
+    if RELEASES.get(policy, policy) not in ("v6.6", "prealloc"):
         fail("--policy", f"the kernel backend runs this kernel ({platform.release()}); "
                          f"--policy must be v6.6 (its bpf_mem_alloc) or prealloc, got {policy!r}")
     return [policy]
@@ -230,7 +230,7 @@ def open_kernel(cpus: int, driver: str, policy: str) -> Any:
 
 
 @bench.command("htab-mem")
-@click.option("--policy", type=_choices_with_all(list(POLICIES)), default="v6.6", show_default=True,
+@click.option("--policy", type=_choices_with_all([*POLICIES, *RELEASES]), default="v6.6", show_default=True,
               help="Element memory policy (kernel profile or proposal), or all.")
 @click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
               help="Where to run: the model, or the running kernel (root, BPF, memcg).")
@@ -254,7 +254,7 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, v
     policies = (kernel_policies(policy) if backend == "kernel"
                 else list(POLICIES) if policy == "all" else [policy])
     workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke, runs_per_use_case=len(policies),
-                                preallocated=backend == "model" and any(POLICIES[p].elems == "prealloc"
+                                preallocated=backend == "model" and any(POLICIES[RELEASES.get(p, p)].elems == "prealloc"
                                                                         for p in policies),
                                 simulated_s=duration + 2 * idle,
                                 sample_interval_ms=sample_interval or (10.0 if backend == "model" else 1.0))
@@ -296,7 +296,8 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, v
                    "idle_s": idle, "poke": poke, "seed": seed, "sample_interval_ms": sample_interval,
                    "fast_forward": fast_forward, "driver": driver if backend == "kernel" else None},
         "backend": backend_info,
-        "policies": {p: {"kernel": POLICIES[p].kernel, "description": POLICIES[p].description} for p in policies},
+        "policies": {p: {"kernel": POLICIES[RELEASES.get(p, p)].kernel, "profile": RELEASES.get(p, p),
+                         "description": POLICIES[RELEASES.get(p, p)].description} for p in policies},
         "results": results,
     }
     if plot is not None:
@@ -320,7 +321,7 @@ def check_plot_path(plot: str | None) -> None:
               help="Simulated CPUs (producers); repeat for several.")
 @click.option("--duration", type=Finite(0, 60, min_open=True), default=0.2, show_default=True,
               help="Simulated seconds of run phase per row.")
-@click.option("--policy", type=_choices_with_all(list(POLICIES)), default="all", show_default=True,
+@click.option("--policy", type=_choices_with_all([*POLICIES, *RELEASES]), default="all", show_default=True,
               help="Element memory policy to time, or all.")
 @click.option("--use-case", type=_choices_with_all(USE_CASES), default="all", show_default=True,
               help="htab-mem use case, or all.")
@@ -386,18 +387,32 @@ def bench_self(cpus: tuple[int, ...], duration: float, policy: str, use_case: st
 @cli.command("policies")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def policies_cmd(as_json: bool) -> None:
-    """List the element memory policies the model knows."""
-    rows = [{"name": p.name, "kernel": p.kernel, "description": p.description} for p in POLICIES.values()]
+    """List the element memory policies the model knows, and which one models each release 6.1 .. 6.19."""
+    from ..maps.policies import RELEASE_NOTES
+    rows = [{"name": p.name, "kind": "policy", "kernel": p.kernel, "description": p.description}
+            for p in POLICIES.values()]
+    rows += [{"name": r, "kind": "release", "kernel": r[1:], "profile": prof, "description": RELEASE_NOTES.get(r, "")}
+             for r, prof in RELEASES.items()]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
+    from rich.markup import escape
     from rich.table import Table
+    console = Console(width=None if sys.stdout.isatty() else 160)
     t = Table(title="policies")
     for c in ("name", "kernel", "description"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["name"], r["kernel"], r["description"])
-    Console().print(t)
+        if r["kind"] == "policy":
+            t.add_row(r["name"], r["kernel"], r["description"])
+    console.print(t)
+    t = Table(title="releases (--policy v6.N runs the profile that models release 6.N)")
+    for c in ("release", "profile", "what changed (commit)"):
+        t.add_column(c)
+    for r in rows:
+        if r["kind"] == "release":
+            t.add_row(r["name"], r["profile"], escape(r["description"]) or "-")
+    console.print(t)
 
 
 EXIT_FINDING = 1

@@ -1,0 +1,48 @@
+"""Every release 6.1 .. 6.19 names the profile that models it; before 6.6 tasks-trace RCU is not lazy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bpfmem.backend.model import ModelBackend
+from bpfmem.cli import main
+from bpfmem.maps.policies import RELEASES, get_policy
+
+
+def test_every_release_from_6_1_to_6_19_has_a_profile() -> None:
+    assert list(RELEASES) == [f"v6.{n}" for n in range(1, 20)]
+    assert {r: get_policy(r).name for r in ("v6.1", "v6.3", "v6.5", "v6.6", "v6.18")} == \
+        {"v6.1": "v6.1", "v6.3": "v6.2", "v6.5": "v6.2", "v6.6": "v6.6", "v6.18": "v6.6"}
+    with pytest.raises(ValueError, match="v6.1..v6.19"):
+        get_policy("v6.20")
+
+
+def test_tasks_trace_is_lazy_from_6_6_only() -> None:
+    lazy = {r: ModelBackend(2, r).rcu.tasks_trace.lazy for r in ("v6.1", "v6.2", "v6.5", "v6.6", "v6.18")}
+    assert lazy == {"v6.1": False, "v6.2": False, "v6.5": False, "v6.6": True, "v6.18": True}
+
+
+def _doc(capsys: pytest.CaptureFixture[str], policy: str) -> dict:
+    assert main(["bench", "htab-mem", "--policy", policy, "--use-case", "add_del_on_diff_cpu", "--cpus", "2",
+                 "--duration", "0.05", "--idle", "0.05", "--json", "--quiet"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_release_name_runs_its_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = _doc(capsys, "v6.18"), _doc(capsys, "v6.6")
+    ra, rb = a["results"][0], b["results"][0]
+    assert ra.pop("policy") == "v6.18" and rb.pop("policy") == "v6.6"
+    assert ra == rb
+    assert a["policies"]["v6.18"]["profile"] == "v6.6"
+    c = _doc(capsys, "v6.3")["results"][0]
+    assert c["series"] != rb["series"]                     # a different profile, different numbers
+
+
+def test_policies_lists_the_releases_with_their_commits(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policies", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    rel = {r["name"]: r for r in rows if r["kind"] == "release"}
+    assert set(rel) == set(RELEASES)
+    assert "d119357d0743" in rel["v6.6"]["description"] and rel["v6.6"]["profile"] == "v6.6"
