@@ -46,3 +46,22 @@ def test_policies_lists_the_releases_with_their_commits(capsys: pytest.CaptureFi
     rel = {r["name"]: r for r in rows if r["kind"] == "release"}
     assert set(rel) == set(RELEASES)
     assert "d119357d0743" in rel["v6.6"]["description"] and rel["v6.6"]["profile"] == "v6.6"
+
+
+@pytest.mark.parametrize("map_type", ["hash", "percpu_hash"])
+def test_memlock_before_6_4_is_the_map_footprint(map_type: str) -> None:
+    """6.1-6.3 fdinfo memlock: bpf_map_memory_footprint(), the same whatever the map holds; 6.4+:
+    htab_map_mem_usage(), which counts the elements (304849a27b34)."""
+    from bpfmem.backend.protocol import Invocation, MapSpec, Op
+    spec = MapSpec(map_type, 4, 12, 1000, no_prealloc=True)
+    shown = {}
+    for policy in ("v6.1", "v6.3", "v6.6"):
+        be = ModelBackend(4, policy)
+        m = be.map_create(spec)
+        empty = be.sample(m).memlock
+        be.execute(m, (Invocation(0, (Op("update", tuple(range(500))),)),))
+        shown[policy] = (empty, be.sample(m).memlock)
+    value = 16 * 4 if map_type == "percpu_hash" else 12          # round_up(12, 8) per possible CPU
+    footprint = -(-1000 * ((4 + value + 7) // 8 * 8) // 4096) * 4096
+    assert shown["v6.1"] == shown["v6.3"] == (footprint, footprint)
+    assert shown["v6.6"][0] < shown["v6.6"][1]                  # 6.4+: grows with the elements

@@ -101,6 +101,7 @@ class ModelBackend:
                        0 if prealloc else BPF_F_NO_PREALLOC)
         htab = BpfHtab(self.machine, self.mm, self.rcu, attr, self.memcg, profile=self.policy.make_profile(),
                        elems="ma" if prealloc else self.policy.elems, free_rcu=self.policy.free_rcu)
+        htab.memlock_footprint = self.policy.memlock_footprint
         m = ModelMap(spec, htab, self.memcg)
         if self.memo:
             m.memo = InvocationMemo(m)

@@ -435,6 +435,7 @@ class BpfHtab:
         self.m, self.mm, self.rcu, self.attr, self.memcg = machine, mm, rcu, attr, memcg
         self.percpu = attr.map_type == BPF_MAP_TYPE_PERCPU_HASH
         self.spin_lock = False      # the value holds a struct bpf_spin_lock (from BTF; bench maps have none)
+        self.memlock_footprint = False  # fdinfo memlock by bpf_map_memory_footprint() (before 6.4)
         self.prealloc = not attr.map_flags & BPF_F_NO_PREALLOC
         self.elem_size = SIZEOF_HTAB_ELEM + round_up(attr.key_size, 8) + \
             (8 if self.percpu else round_up(attr.value_size, 8))
@@ -573,9 +574,15 @@ class BpfHtab:
 
     # -- accounting -----------------------------------------------------------
     def mem_usage(self) -> int:
-        """``htab_map_mem_usage()`` (6.18): what fdinfo shows as ``memlock``."""
+        """``htab_map_mem_usage()`` (6.4-6.18, 304849a27b34): what fdinfo shows as ``memlock``; before 6.4
+        (``memlock_footprint``, and the pre-6.1 kmalloc_rcu store) ``bpf_map_memory_footprint()``."""
         np_ = self.m.num_possible_cpus()
         v = round_up(self.attr.value_size, 8)
+        if self.memlock_footprint or self.elems_kind == "kmalloc_rcu":
+            # round_up(max_entries * round_up(key_size + bpf_map_value_size(), 8), PAGE_SIZE), where a per-CPU
+            # map's value size is round_up(value_size, 8) for every possible CPU
+            value = v * np_ if self.percpu else self.attr.value_size
+            return round_up(self.attr.max_entries * round_up(self.attr.key_size + value, 8), PAGE_SIZE)
         usage = self.sizeof_bpf_htab + SIZEOF_BUCKET * self.n_buckets + 4 * np_ * HASHTAB_MAP_LOCK_COUNT
         if self.prealloc:
             assert isinstance(self.elems, PreallocElems)
@@ -585,10 +592,6 @@ class BpfHtab:
                 usage += v * np_ * n
             else:
                 usage += 8 * np_
-        elif self.elems_kind == "kmalloc_rcu":
-            # before 6.4: round_up(max_entries * round_up(key + value, 8), PAGE_SIZE)
-            return round_up(self.attr.max_entries * round_up(self.attr.key_size + self.attr.value_size, 8),
-                            PAGE_SIZE)
         else:
             n = self.count
             usage += (self.elem_size + LLIST_NODE_SZ) * n

@@ -32,6 +32,8 @@ class HtabPolicy:
     # call_rcu_tasks_trace() batches callbacks lazily (~250 ms) from 6.6 (d119357d0743); before, the
     # first callback on an empty queue wakes the grace-period kthread at once
     tasks_trace_lazy: bool = True
+    # fdinfo memlock: bpf_map_memory_footprint() before 6.4, htab_map_mem_usage() from 6.4 (304849a27b34)
+    memlock_footprint: bool = False
 
     def make_profile(self) -> MemAllocProfile | None:
         return self.profile() if self.profile is not None else None
@@ -39,9 +41,9 @@ class HtabPolicy:
 
 POLICIES: dict[str, HtabPolicy] = {p.name: p for p in (
     HtabPolicy("v6.1", "ma", V6_1, False, "6.1", "bpf_mem_alloc 6.1: kmalloc-only refill, tasks-trace then call_rcu",
-               tasks_trace_lazy=False),
+               tasks_trace_lazy=False, memlock_footprint=True),
     HtabPolicy("v6.2", "ma", V6_2, False, "6.2-6.5", "bpf_mem_alloc 6.2: refill reuses objects waiting to be handed to RCU",
-               tasks_trace_lazy=False),
+               tasks_trace_lazy=False, memlock_footprint=True),
     HtabPolicy("v6.6", "ma", V6_6, False, "6.6-6.18", "bpf_mem_alloc 6.6+: _ttrace lists, tgt hint, reuse during the GP"),
     HtabPolicy("free_rcu", "ma", V6_6, True, "proposal", "v6.6 allocator, htab frees with bpf_mem_cache_free_rcu"),
     HtabPolicy("prealloc", "prealloc", None, False, "all", "preallocated: pcpu_freelist + per-CPU extra_elems"),
@@ -58,7 +60,7 @@ RELEASE_NOTES: dict[str, str] = {
     "v6.2": "refill reuses objects still on free_by_rcu (0893d6007db5); rcu_barrier skipped when "
             "rcu_trace_implies_rcu_gp() (822ed78fab13)",
     "v6.4": "fdinfo memlock becomes htab_map_mem_usage() (304849a27b34); before: max_entries x round_up(key + "
-            "value, 8), page-rounded [same profile as v6.2: the model prints the 6.4+ memlock]",
+            "value, 8), page-rounded [same profile as v6.2, which prints the 6.2-6.3 memlock]",
     "v6.6": "_ttrace lists, bpf_mem_cache_free_rcu (5af6807bdb10), rcu_request_urgent_qs_task; "
             "call_rcu_tasks_trace lazy, ~250 ms (d119357d0743)",
     "v6.7": "IRQs restored after irq_work_raise() in unit_alloc/unit_free (566f6de3cea3, 62cf51cb0ebe) "
