@@ -165,3 +165,22 @@ def test_kill_9_leaves_cgroups_that_cleanup_removes() -> None:
         assert os.path.isdir(mine.path)
     finally:
         mine.remove()
+
+
+@pytest.mark.kernel
+def test_teardown_removes_a_cgroup_of_ours_that_lost_its_registration() -> None:
+    """A signal between making a cgroup and recording it (or forgetting it too early) must not leave it:
+    teardown also removes every cgroup named as this process names them."""
+    require_kernel_backend()
+    from bpfmem.kernel.cgroup import ChildMemcg, memcg_layout
+    from bpfmem.kernel.lifecycle import teardown, unregister_cgroup
+    lay = memcg_layout()
+    assert lay is not None
+    cg = ChildMemcg(lay, "lost")
+    assert os.path.isdir(cg.path)
+    unregister_cgroup(cg.path)                  # as if the bookkeeping had been interrupted
+    others = [n for n in os.listdir(os.path.dirname(cg.path)) if n.startswith("bpfmem-")]
+    assert teardown() == []
+    assert not os.path.exists(cg.path)
+    assert [n for n in os.listdir(os.path.dirname(cg.path)) if n.startswith("bpfmem-")] == \
+        [n for n in others if n != os.path.basename(cg.path)]      # nobody else's was touched

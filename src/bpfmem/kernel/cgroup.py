@@ -18,7 +18,8 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
-from .lifecycle import cgroup_name, fork, register_cgroup, remove_cgroup, unregister_cgroup, unregister_pid
+from .lifecycle import (cgroup_name, deferred_signals, fork, register_cgroup, remove_cgroup, unregister_cgroup,
+                        unregister_pid)
 
 ROOT = "/sys/fs/cgroup"
 
@@ -77,12 +78,13 @@ class ChildMemcg:
             except OSError:
                 pass
         self.path = os.path.join(parent, self.name)
-        register_cgroup(self.path)
-        try:
-            os.mkdir(self.path)
-        except BaseException:
-            unregister_cgroup(self.path)
-            raise
+        with deferred_signals():            # made and registered as one step
+            register_cgroup(self.path)
+            try:
+                os.mkdir(self.path)
+            except BaseException:
+                unregister_cgroup(self.path)
+                raise
 
     def read(self, name: str) -> int:
         with open(os.path.join(self.path, name)) as f:

@@ -38,6 +38,7 @@ PR_SET_PDEATHSIG = 1
 _NAME = re.compile(r"^bpfmem-(\d+)-(?:(\d+)-)?([a-z]+)-(\d+)$")
 
 _cgroups: list[str] = []
+_parents: set[str] = set()          # directories this process made cgroups in
 _pids: list[int] = []
 
 
@@ -102,6 +103,7 @@ def cgroup_name(what: str, seq: int) -> str:
 
 def register_cgroup(path: str) -> None:
     _cgroups.append(path)
+    _parents.add(os.path.dirname(path))
 
 
 def unregister_cgroup(path: str) -> None:
@@ -187,12 +189,27 @@ def teardown() -> list[str]:
     for pid in list(_pids):
         kill_and_reap(pid)
     failed = []
-    for path in list(_cgroups):
+    for path in list(_cgroups) + _ours_unregistered():
         try:
             remove_cgroup(path)
         except OSError as e:
             failed.append(f"{path}: {e.strerror}")
     return failed
+
+
+def _ours_unregistered() -> list[str]:
+    """Cgroups named as this process names them (``cgroup_name``) that are no longer registered: a
+    signal between a step and its bookkeeping must not leave one behind."""
+    prefix = cgroup_name("", 0).rsplit("-", 2)[0] + "-"
+    out = []
+    for parent in _parents:
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        out += [os.path.join(parent, n) for n in names
+                if n.startswith(prefix) and os.path.join(parent, n) not in _cgroups]
+    return out
 
 
 @dataclass(frozen=True)
