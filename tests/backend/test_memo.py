@@ -121,3 +121,17 @@ def test_records_agree_with_runs(policy: str) -> None:
                                                 Invocation(1, (Op("delete", tuple(range(1000, 1100))),)))),)
     a = run(pol, percpu, 8, 8192, None, producers, True, verify=True)
     assert a == run(pol, percpu, 8, 8192, None, producers, False)
+
+
+def test_a_short_lived_invocation_never_meets_a_dead_ones_record() -> None:
+    """Records are keyed by the invocation's id(); execute() makes invocations that die at once, and a
+    new one may be born at the same address.  Each must get its own answer (here: every key refused)."""
+    from bpfmem.backend.model import ModelBackend
+    from bpfmem.backend.protocol import Invocation, MapSpec, Op
+    be = ModelBackend(1, "v6.6")
+    m = be.map_create(MapSpec("hash", 4, 8, 4096, no_prealloc=True))
+    for i in range(60):
+        n = 2 + (i * 7) % 13
+        keys = tuple(range(100 * i, 100 * i + n))
+        got = be.execute(m, (Invocation(0, (Op("update", keys, 4 | (i % 2)),)),)).errors   # BPF_F_LOCK: EINVAL
+        assert got == {"EINVAL": n}, (i, n, got)

@@ -132,6 +132,9 @@ class InvocationMemo:
         self.misses = 0
         self.verify = False          # run every invocation and check that a record agrees (tests)
         self._chunk_keys: dict[tuple[int, tuple[int, int]], list[int]] = {}
+        # every invocation keyed here by id() is kept alive, so that its id is never reused by another one
+        # (a short-lived invocation of execute() would otherwise meet a dead one's records)
+        self._alive: dict[int, Invocation] = {}
         self._scopes: dict[tuple[Any, ...], list[BpfMemCache]] = {}
         store = m.htab.elems
         # counted objects and an element store that runs by runs (not preallocated maps)
@@ -193,6 +196,7 @@ class InvocationMemo:
         ck = (id(inv), pos)
         keys = self._chunk_keys.get(ck)
         if keys is None:
+            self._alive[id(inv)] = inv
             keys = self._chunk_keys[ck] = self._keys(inv, pos, chunk)
         elems = tuple(map(h.table.get, keys))
         caches = self.scope(ck, cpu, elems)
