@@ -83,8 +83,9 @@ def _child(conn: Any, args: tuple[Any, ...]) -> None:
 
 def time_rows(cases: list[tuple[str, str, int]], duration_s: float, raw: bool = False,
               profile: Profile | None = None) -> Iterator[dict[str, Any]]:
-    """Every case in its own fresh (forked) process, one at a time (one core)."""
-    ctx = multiprocessing.get_context("fork")
+    """Every case in its own fresh interpreter, one at a time (one core).  Spawned, not forked: a fork
+    taken while another thread of this process holds a lock can deadlock the child for ever."""
+    ctx = multiprocessing.get_context("spawn")
     for uc, pol, cpus in cases:
         parent, child = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_child, args=(child, (uc, pol, cpus, duration_s, raw, profile)), daemon=True)
@@ -97,8 +98,10 @@ def time_rows(cases: list[tuple[str, str, int]], duration_s: float, raw: bool = 
             pass
         finally:
             parent.close()
-            if status == "died":
-                p.kill()                    # interrupted: the row's process must not outlive the command
+            if status != "died":
+                p.join(timeout=10)          # it has answered: it ends at once
+            if p.is_alive():
+                p.kill()                    # interrupted, or stuck: the row's process must not outlive the command
             p.join()
         if status == "died":
             raise RuntimeError(f"the process timing {uc} / {pol} / {cpus} CPUs died (exit {p.exitcode})")
