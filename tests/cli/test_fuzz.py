@@ -51,6 +51,38 @@ STRINGS = ["", "ünïcødé ✓", "x" * 10_000, "-", "--json", "bpfmem2:abc", "b
            "0xffffffffffffffffff", "all", "none", "/", "a b", "\t"]
 
 
+def _forked_children() -> list[int]:
+    """Children of this process that are forks of it (same command line), e.g. explore's pool workers."""
+    me, out = os.getpid(), []
+    mine = open(f"/proc/{me}/cmdline", "rb").read()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            if ppid == me and open(f"/proc/{pid}/cmdline", "rb").read() == mine:
+                out.append(int(pid))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_forks_left_behind() -> Iterator[None]:
+    """Every command runs inside this one long-lived test process, and a cut can land while a command has
+    just forked (explore's worker pool, a kernel worker) from a process that has other threads: such a
+    child can deadlock on a lock it inherited held, and the test process would then wait for it at exit.
+    The CLI never runs that way (a Ctrl-C ends its whole process group), so the harness reaps them here."""
+    before = set(_forked_children())
+    yield
+    for pid in set(_forked_children()) - before:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     d = tmp_path_factory.mktemp("fuzz")
