@@ -23,7 +23,7 @@ from .. import __version__
 from ..backend.model import ModelBackend
 from ..bench import run_htab_mem
 from ..kernel import DRIVERS
-from ..maps.policies import POLICIES, RELEASES
+from ..maps.policies import POLICIES, RELEASES, get_policy
 from ..report.text import print_htab_mem
 from ..backend.profile import Profile, ProfileError, load_profile
 from ..workloads import USE_CASES, HtabMemConfig, HtabMemWorkload, WorkloadError, htab_mem
@@ -194,7 +194,7 @@ def kernel_policies(policy: str) -> list[str]:
     """What --policy means on the kernel backend: the running kernel's allocator, or preallocated maps."""
     if policy == "all":
         return ["v6.6", "prealloc"]
-    if RELEASES.get(policy, policy) not in ("v6.6", "prealloc"):
+    if get_policy(policy).name not in ("v6.6", "prealloc"):
         fail("--policy", f"the kernel backend runs this kernel ({platform.release()}); "
                          f"--policy must be v6.6 (its bpf_mem_alloc) or prealloc, got {policy!r}")
     return [policy]
@@ -254,7 +254,7 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, v
     policies = (kernel_policies(policy) if backend == "kernel"
                 else list(POLICIES) if policy == "all" else [policy])
     workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke, runs_per_use_case=len(policies),
-                                preallocated=backend == "model" and any(POLICIES[RELEASES.get(p, p)].elems == "prealloc"
+                                preallocated=backend == "model" and any(get_policy(p).elems == "prealloc"
                                                                         for p in policies),
                                 simulated_s=duration + 2 * idle,
                                 sample_interval_ms=sample_interval or (10.0 if backend == "model" else 1.0))
@@ -296,8 +296,8 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, v
                    "idle_s": idle, "poke": poke, "seed": seed, "sample_interval_ms": sample_interval,
                    "fast_forward": fast_forward, "driver": driver if backend == "kernel" else None},
         "backend": backend_info,
-        "policies": {p: {"kernel": POLICIES[RELEASES.get(p, p)].kernel, "profile": RELEASES.get(p, p),
-                         "description": POLICIES[RELEASES.get(p, p)].description} for p in policies},
+        "policies": {p: {"kernel": get_policy(p).kernel, "profile": get_policy(p).name,
+                         "description": get_policy(p).description} for p in policies},
         "results": results,
     }
     if plot is not None:
