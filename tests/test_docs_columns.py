@@ -237,8 +237,7 @@ def test_compare_table_is_documented(monkeypatch: pytest.MonkeyPatch, capsys: py
 
 
 def test_calibrate_table_is_documented(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """calibrate's table, drawn from costs fitted to made-up measurements as calibrate fits them."""
-    from bpfmem.backend.costs import fit_costs
+    """calibrate's tables, drawn from a profile fitted to made-up measurements as calibrate fits them."""
     from bpfmem.cli import calibrate_cmd
 
     batches = calibrate_cmd.BATCHES
@@ -246,8 +245,9 @@ def test_calibrate_table_is_documented(capsys: pytest.CaptureFixture[str], tmp_p
     m |= {"ow64_1024": 400 + 210 * 64, "ow10000_1024": 400 + 300 * 10_000, "pre1024": 0.6 * m["ow1024"],
           "fill_8": 300, "fill_4000": 900, "delete_8": 150, "big": 600, "ad64": 2 * (m["bd64"] / 2) + 4000}
     ws = {f"ow{n}": 100_000 + 100 * n for n in batches} | {"ow10000_1024": 20 << 20, "big": 400 << 20}
-    costs = {**fit_costs(m, batches, (512 << 10, 32 << 20), ws), "source": "test"}
-    profile = {"costs": costs, "tasks_trace": {"lazy_ms": 250.0, "gp_min_ms": 20.0, "gp_max_ms": 35.0}}
+    ws |= {"pre1024": 600_000}
+    profile = calibrate_cmd.make_profile({k: [v] for k, v in m.items()}, ws, [270.0], 250.0, "test",
+                                         (512 << 10, 32 << 20))
     capsys.readouterr()
     calibrate_cmd._print_old_vs_new(profile, str(tmp_path / "p.json"))
     out, _ = capsys.readouterr()

@@ -28,7 +28,7 @@ from rich.table import Table
 from dataclasses import asdict
 
 from ..backend.costs import CostModel, fit_costs
-from ..backend.profile import load_profile
+from ..backend.profile import Profile, load_profile, profile_from_dict
 from ..bench import run_htab_mem
 from ..report.units import plural
 from .main import NSEC_PER_SEC, cli, open_kernel
@@ -89,23 +89,52 @@ def _lazy_ms() -> float:
     return float(v)
 
 
-def _loop_ns(driver: str, use_case: str, batch: int, policy: str, value: int, cpus: int) -> tuple[float, int]:
-    """ns per invocation (per add+delete pair cycle for add_del_on_diff_cpu) of a warm loop, and the map's
-    charge (its working set)."""
+LOOPS: tuple[tuple[str, str, int, str, int, int], ...] = (
+    *((f"ow{n}", "overwrite", n, "v6.6", 8, 1) for n in BATCHES),
+    *((f"bd{n}", "batch_add_batch_del", n, "v6.6", 8, 1) for n in BATCHES),
+    ("ow64_1024", "overwrite", 64, "v6.6", 1024, 1), ("ow10000_1024", "overwrite", 10_000, "v6.6", 1024, 1),
+    ("pre1024", "overwrite", 1024, "prealloc", 8, 1))
+PAIR_LOOP = ("ad64", "add_del_on_diff_cpu", 64, "v6.6", 8, 2)     # measured when the machine has 2 CPUs
+
+
+def _loop_on(backend: Any, use_case: str, batch: int, value: int, cpus: int) -> tuple[float, int]:
+    """ns per invocation (per add+delete pair cycle for add_del_on_diff_cpu) of a warm loop on ``backend``,
+    and the map's charge (its working set)."""
     from ..workloads import HtabMemConfig, htab_mem
     wl = htab_mem(HtabMemConfig(use_case, cpus, value_size=value, batch=batch,
                                 max_entries=max(8192, batch * cpus), poke=0))
-    with open_kernel(cpus, driver, policy) as kb:
-        m = kb.map_create(wl.map_spec)
-        try:
-            for p in wl.producers:
-                kb.execute(m, p.steps)                  # warm: elements exist, caches are filled
-            charged = kb.sample(m).charged
-            c = kb.run(m, wl.producers, int(RUN_S * NSEC_PER_SEC))
-        finally:
-            kb.map_close(m)
+    m = backend.map_create(wl.map_spec)
+    try:
+        for p in wl.producers:
+            backend.execute(m, p.steps)                 # warm: elements exist, caches are filled
+        charged = backend.sample(m).charged
+        c = backend.run(m, wl.producers, int(RUN_S * NSEC_PER_SEC))
+    finally:
+        backend.map_close(m)
     per = c.elapsed_ns / max(c.invocations, 1)
     return (per * 2 if use_case == "add_del_on_diff_cpu" else per), charged
+
+
+def _loop_ns(driver: str, use_case: str, batch: int, policy: str, value: int, cpus: int) -> tuple[float, int]:
+    """A calibration loop on the running kernel (see ``_loop_on``)."""
+    with open_kernel(cpus, driver, policy) as kb:
+        return _loop_on(kb, use_case, batch, value, cpus)
+
+
+def model_residuals(profile: Profile, measured: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Each calibration loop in ``measured`` (ns per invocation or pair cycle) run on the model with
+    ``profile``: (model ns, relative error).  A fit that cannot reproduce its own measurements is wrong
+    whatever the kernel does later; this is the check that separates the two."""
+    from ..backend.model import ModelBackend
+    out: dict[str, tuple[float, float]] = {}
+    for name, uc, n, pol, vs, cpus in (*LOOPS, PAIR_LOOP):
+        if name not in measured:
+            continue
+        be = ModelBackend(cpus, pol, costs=profile.costs, rcu_model=profile.rcu,
+                          tasks_trace_model=profile.tasks_trace, breakdown=False)
+        ns = _loop_on(be, uc, n, vs, cpus)[0]
+        out[name] = (ns, ns / measured[name] - 1)
+    return out
 
 
 def _fill_ns(driver: str, value: int, n: int = 20_000) -> tuple[float, float]:
@@ -140,12 +169,7 @@ def calibrate(driver: str, repeat: int, out: str, as_json: bool, quiet: bool) ->
     releases: list[float] = []
     per: dict[str, list[float]] = {}
     ws: dict[str, float] = {}
-    loops = [(f"ow{n}", "overwrite", n, "v6.6", 8, 1) for n in BATCHES]
-    loops += [(f"bd{n}", "batch_add_batch_del", n, "v6.6", 8, 1) for n in BATCHES]
-    loops += [("ow64_1024", "overwrite", 64, "v6.6", 1024, 1), ("ow10000_1024", "overwrite", 10_000, "v6.6", 1024, 1),
-              ("pre1024", "overwrite", 1024, "prealloc", 8, 1)]
-    if cpus_here >= 2:
-        loops.append(("ad64", "add_del_on_diff_cpu", 64, "v6.6", 8, 2))
+    loops = [*LOOPS, PAIR_LOOP] if cpus_here >= 2 else list(LOOPS)
     with progress(quiet, as_json) as prog:
         task = prog.add_task("calibrate", total=repeat * (len(loops) + 3) + 1)
         for r in range(repeat):
@@ -180,10 +204,23 @@ def calibrate(driver: str, repeat: int, out: str, as_json: bool, quiet: bool) ->
                 kb.map_close(m)
         per["big"] = [c.elapsed_ns / max(c.ops, 1)]
         prog.advance(task)
-    med = {k: statistics.median(v) for k, v in per.items()}
     source = (f"bpfmem calibrate --driver {driver} on Linux {platform.release()}, {plural(cpus_here, 'CPU')}, "
               f"{time.strftime('%Y-%m-%d')}")
-    fitted = fit_costs(med, BATCHES, _cache_bytes(), ws)
+    profile = make_profile(per, ws, releases, lazy, source, _cache_bytes())
+    with open(out, "w") as f:
+        json.dump(profile, f, indent=1)
+    if as_json:
+        click.echo(json.dumps(profile, indent=1))
+        return
+    _print_old_vs_new(profile, out)
+
+
+def make_profile(per: dict[str, list[float]], ws: dict[str, float], releases: list[float], lazy: float,
+                 source: str, caches: tuple[int, int]) -> dict[str, Any]:
+    """The profile fitted to calibration rounds ``per`` (name -> one value per round), with the
+    measurements and the fitted model's run of every loop (``model_residuals``)."""
+    med = {k: statistics.median(v) for k, v in per.items()}
+    fitted = fit_costs(med, BATCHES, caches, ws)
     defaults = {k: v for k, v in asdict(CostModel()).items() if k != "source" and k not in fitted}
     costs: dict[str, Any] = {**fitted, **defaults, "source": source}
     gp = sorted(x - lazy for x in releases)
@@ -196,12 +233,10 @@ def calibrate(driver: str, repeat: int, out: str, as_json: bool, quiet: bool) ->
                                      "fill_*/delete_8/big: ns per key. Normal RCU GP not measured "
                                      "(assumed 4-20 ms). Not measured, bpfmem's defaults: "
                                      + (", ".join(defaults) or "none")}}
-    with open(out, "w") as f:
-        json.dump(profile, f, indent=1)
-    if as_json:
-        click.echo(json.dumps(profile, indent=1))
-        return
-    _print_old_vs_new(profile, out)
+    residuals = model_residuals(profile_from_dict(profile, "the fitted profile"), med)
+    profile["measured"]["model_residuals"] = {k: {"model_ns": round(ns), "error": round(err, 4)}
+                                              for k, (ns, err) in residuals.items()}
+    return profile
 
 
 def _print_old_vs_new(profile: dict[str, Any], out: str) -> None:
@@ -231,4 +266,11 @@ def _print_old_vs_new(profile: dict[str, Any], out: str) -> None:
         t.add_row(f"tasks_trace.{k}", f"{ov:g}", f"{tt[k]:g}", f"{(tt[k] - ov) / ov:+.0%}" if ov else "-")
     con = Console()
     con.print(t)
+    r = Table(title="the fitted model run on each calibration loop (ns per invocation; ad64: per pair cycle)")
+    for c in ("loop", "kernel (median)", "model", "error"):
+        r.add_column(c, justify="left" if c == "loop" else "right")
+    measured = {k: statistics.median(v) for k, v in profile["measured"]["ns_per_invocation_or_key"].items()}
+    for k, v in profile["measured"]["model_residuals"].items():
+        r.add_row(k, f"{measured[k]:,.0f}", f"{v['model_ns']:,}", f"{v['error']:+.1%}")
+    con.print(r)
     con.print(f"profile written to {out}; use it with --profile {out}", highlight=False, soft_wrap=True)
