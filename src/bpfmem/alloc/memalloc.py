@@ -39,6 +39,8 @@ paths are not modelled; percpu objects carry their percpu area as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sized
+
 from ..mm import (GFP_KERNEL, GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZERO, MemCgroup, MemObj, Mm,
                   kmalloc_charge, kmalloc_size_class, pcpu_obj_full_size)
 from ..rcu import Rcu, call_rcu, call_rcu_hurry, call_rcu_tasks_trace, rcu_barrier, rcu_barrier_tasks_trace
@@ -76,6 +78,8 @@ class BpfMemCache:
         "free_by_rcu", "waiting_for_gp", "call_rcu_in_progress", "free_llist_extra_rcu",
         # slab-bound path (free_by_rcu / waiting_for_gp in 6.1/6.2)
         "free_by_rcu_ttrace", "waiting_for_gp_ttrace", "call_rcu_ttrace_in_progress",
+        # a proposal's own per-cache state (alloc/proposals.py), None for every kernel profile
+        "prop",
         # model bookkeeping
         "cpu", "ma", "kmallocs", "kfrees", "anon",
     )
@@ -107,6 +111,7 @@ class BpfMemCache:
         self.kmallocs = 0
         self.kfrees = 0
         self.anon = ma.anon
+        self.prop: Any = None
 
     @property
     def hdr(self) -> BpfMemCache:
@@ -117,13 +122,16 @@ class BpfMemCache:
     def __repr__(self) -> str:
         return f"<bpf_mem_cache cpu{self.cpu.id} unit {self.unit_size}>"
 
-    def lists(self) -> dict[str, list[MemObj]]:
-        return {
+    def lists(self) -> dict[str, Sized]:
+        out: dict[str, Sized] = {
             "free_llist": self.free_llist, "free_llist_extra": self.free_llist_extra,
             "free_by_rcu": self.free_by_rcu, "waiting_for_gp": self.waiting_for_gp,
             "free_llist_extra_rcu": self.free_llist_extra_rcu,
             "free_by_rcu_ttrace": self.free_by_rcu_ttrace, "waiting_for_gp_ttrace": self.waiting_for_gp_ttrace,
         }
+        if self.prop is not None:
+            out.update(self.prop.lists())
+        return out
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,7 @@ class BpfMemAlloc:
         self.outstanding = 0
         self.destroyed = False
         self.anon = not machine.identity
+        self.shared: Any = None          # a proposal's per-allocator state (RFC v4's shared cache)
 
     def all_caches(self) -> list[BpfMemCache]:
         if self.cache is not None:
@@ -479,6 +488,9 @@ def bpf_mem_refill(c: BpfMemCache) -> None:
     ins = c.ma.m.instruments
     if ins.active:
         ins.emit("irq_work_run", c.cpu, c.refill_work)
+    if c.prop is not None:
+        c.ma.profile.refill(c)          # a proposal's irq_work (alloc/proposals.py)
+        return
     cnt = c.free_cnt
     if cnt < c.low_watermark:
         alloc_bulk(c, c.batch, NUMA_NO_NODE, True)
@@ -536,6 +548,9 @@ def unit_alloc(c: BpfMemCache) -> MemObj | None:
 
 def unit_free(c: BpfMemCache, obj: MemObj) -> None:
     """``unit_free()``: push onto the local free_llist (cannot fail)."""
+    if c.prop is not None:
+        c.ma.profile.unit_free(c, obj)  # a proposal's free path (alloc/proposals.py)
+        return
     cpu = c.cpu
     hook = cpu.point_hook
     if c.ma.profile.uses_hint:
@@ -600,7 +615,7 @@ QUIET_FOREVER = 1 << 62
 def quiet_allocs(c: BpfMemCache) -> int:
     """How many ``unit_alloc()`` calls in a row succeed and raise nothing: until free_cnt would drop
     below low_watermark (or, with the refill already pending, until the list is empty)."""
-    if c.active:
+    if c.active or c.prop is not None:
         return 0
     n = len(c.free_llist)
     if c.refill_work.pending:
@@ -610,7 +625,7 @@ def quiet_allocs(c: BpfMemCache) -> int:
 
 def quiet_frees(c: BpfMemCache) -> int:
     """How many ``unit_free()`` calls in a row raise nothing: until free_cnt would pass high_watermark."""
-    if c.active:
+    if c.active or c.prop is not None:
         return 0
     if c.refill_work.pending:
         return QUIET_FOREVER
@@ -629,7 +644,7 @@ def quiet_replaces(c: BpfMemCache, rcu: bool) -> int:
     """How many ``unit_alloc()`` + ``unit_free[_rcu]()`` pairs in a row on ``c`` raise nothing."""
     if rcu:
         return min(quiet_allocs(c), quiet_free_rcus(c))
-    if c.active or not c.free_llist:
+    if c.active or not c.free_llist or c.prop is not None:
         return 0
     if c.refill_work.pending or c.low_watermark < c.free_cnt <= c.high_watermark:
         return QUIET_FOREVER          # each pair pops one and pushes one: free_cnt never moves
@@ -702,7 +717,7 @@ def bpf_mem_cache_free(ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> None:
         return
     ma.outstanding -= 1
     c = ma.cache[cpu.id]  # type: ignore[index]
-    _emit_free(ma, cpu, c, obj, "free")
+    _emit_free(ma, cpu, c, obj, ma.profile.free_kind)
     unit_free(c, obj)
 
 
@@ -763,6 +778,7 @@ def prefill_mem_cache(c: BpfMemCache, cpu: Cpu) -> None:
 def _init_cache(ma: BpfMemAlloc, cpu: Cpu, unit_size: int, percpu_size: int) -> BpfMemCache:
     c = BpfMemCache(ma, cpu, unit_size, percpu_size, ma.objcg)
     ma.profile.watermarks.init_refill_work(c)
+    ma.profile.init_cache(c)
     prefill_mem_cache(c, cpu)
     return c
 
@@ -795,6 +811,8 @@ def drain_mem_cache(c: BpfMemCache) -> int:
         setattr(c, name, [])
         n += free_all(c, objs)
     c.free_cnt = 0
+    if c.prop is not None:
+        n += c.ma.profile.drain(c)
     return n
 
 
@@ -820,6 +838,8 @@ def bpf_mem_alloc_destroy(ma: BpfMemAlloc) -> None:
         irq_work_sync(c.cpu, c.refill_work)
         drain_mem_cache(c)
         rcu_in_progress += c.call_rcu_ttrace_in_progress + c.call_rcu_in_progress
+        if c.prop is not None:
+            rcu_in_progress += c.ma.profile.callbacks_in_flight(c)
     ma.destroyed = True
     if ma.outstanding:
         raise ModelInvariantError(f"bpf_mem_alloc_destroy: {ma.outstanding} objects still allocated (leak)")

@@ -24,7 +24,7 @@ List names: in 6.1/6.2 the slab-bound lists were called ``free_by_rcu`` and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .memalloc import BpfMemCache
@@ -83,6 +83,27 @@ class MemAllocProfile:
     def ttrace_needs_call_rcu(self, trace_implies_rcu_gp: bool) -> bool:
         """After the tasks-trace GP, must a normal RCU GP follow before kfree?"""
         return not trace_implies_rcu_gp
+
+    # -- hooks of the proposals (alloc/proposals.py); kernel profiles keep memalloc.c's paths --------
+    proposal = False
+    # what bpf_mem_cache_free() promises, as the checker sees it: "free" reusable at once; "free_after_gp"
+    # not reused nor freed before an RCU grace period (the proposals)
+    free_kind = "free"
+
+    def init_cache(self, c: BpfMemCache) -> None:
+        """Set up ``c.prop``, a proposal's own per-cache state (kernel profiles: none)."""
+
+    def unit_free(self, c: BpfMemCache, obj: Any) -> None:
+        raise NotImplementedError       # only called when c.prop is set
+
+    def refill(self, c: BpfMemCache) -> None:
+        raise NotImplementedError
+
+    def drain(self, c: BpfMemCache) -> int:
+        return 0
+
+    def callbacks_in_flight(self, c: BpfMemCache) -> int:
+        return 0
 
     def __repr__(self) -> str:
         return f"<profile {self.name}>"

@@ -38,7 +38,7 @@ KINDS = ("uaf", "reused_read", "freed_read", "reuse_before_gp", "double_free", "
          "wrong_result", "invariant", "livelock")
 
 # frees after which an RCU reader that entered before the free may still read the object
-RCU_PROTECTED_FREES = frozenset({"free_rcu"})
+RCU_PROTECTED_FREES = frozenset({"free_rcu", "free_after_gp"})   # the latter: a proposal's bpf_mem_cache_free
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Checker:
     # -- instrument hooks ------------------------------------------------------------------
     def obj_alloc(self, cpu: Any, cache: Any, obj: Any) -> None:
         s = self.shadow(obj)
-        if s.free_kind == "free_rcu" and any(tok < s.free_seq for tok in self.active_readers()):
+        if s.free_kind in RCU_PROTECTED_FREES and any(tok < s.free_seq for tok in self.active_readers()):
             self.flag("reuse_before_gp", f"{cpu}: obj#{obj.id} reused after {s.free_kind} while a reader that "
                                          f"entered before that free is still reading")
         s.gen += 1

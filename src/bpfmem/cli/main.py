@@ -23,7 +23,7 @@ from .. import __version__
 from ..backend.model import ModelBackend
 from ..bench import run_htab_mem
 from ..kernel import DRIVERS
-from ..maps.policies import POLICIES, RELEASES, get_policy
+from ..maps.policies import GROUPS, POLICIES, RELEASES, expand_policy, get_policy
 from ..report.text import print_htab_mem
 from ..backend.profile import Profile, ProfileError, load_profile
 from ..workloads import USE_CASES, HtabMemConfig, HtabMemWorkload, WorkloadError, htab_mem
@@ -64,6 +64,11 @@ def bench() -> None:
 
 def _choices_with_all(values: list[str] | tuple[str, ...]) -> click.Choice:
     return click.Choice([*values, "all"])
+
+
+POLICY_CHOICE = click.Choice([*POLICIES, *RELEASES, *GROUPS])
+POLICY_HELP = ("Element memory policy: a kernel profile, a release (v6.1..v6.19), a proposal, or a group: all (the "
+               "kernel profiles and merged variants), proposals (the RFCs of the reuse debate), everything.")
 
 
 def workload_options(fn: Any) -> Any:
@@ -194,6 +199,9 @@ def kernel_policies(policy: str) -> list[str]:
     """What --policy means on the kernel backend: the running kernel's allocator, or preallocated maps."""
     if policy == "all":
         return ["v6.6", "prealloc"]
+    if policy in GROUPS:
+        fail("--policy", f"the kernel backend runs this kernel ({platform.release()}); the {policy} group is "
+                         f"model-only: use --policy all (v6.6 and prealloc), v6.6 or prealloc")
     if get_policy(policy).name not in ("v6.6", "prealloc"):
         fail("--policy", f"the kernel backend runs this kernel ({platform.release()}); "
                          f"--policy must be v6.6 (its bpf_mem_alloc) or prealloc, got {policy!r}")
@@ -230,8 +238,7 @@ def open_kernel(cpus: int, driver: str, policy: str) -> Any:
 
 
 @bench.command("htab-mem")
-@click.option("--policy", type=_choices_with_all([*POLICIES, *RELEASES]), default="v6.6", show_default=True,
-              help="Element memory policy (kernel profile or proposal), or all.")
+@click.option("--policy", type=POLICY_CHOICE, default="v6.6", show_default=True, help=POLICY_HELP)
 @click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
               help="Where to run: the model, or the running kernel (root, BPF, memcg).")
 @workload_options
@@ -251,8 +258,7 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, v
     check_plot_path(plot)
     if cpus is None:
         cpus = 8 if backend == "model" else len(os.sched_getaffinity(0))
-    policies = (kernel_policies(policy) if backend == "kernel"
-                else list(POLICIES) if policy == "all" else [policy])
+    policies = kernel_policies(policy) if backend == "kernel" else expand_policy(policy)
     workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke, runs_per_use_case=len(policies),
                                 preallocated=backend == "model" and any(get_policy(p).elems == "prealloc"
                                                                         for p in policies),
@@ -321,8 +327,7 @@ def check_plot_path(plot: str | None) -> None:
               help="Simulated CPUs (producers); repeat for several.")
 @click.option("--duration", type=Finite(0, 60, min_open=True), default=0.2, show_default=True,
               help="Simulated seconds of run phase per row.")
-@click.option("--policy", type=_choices_with_all([*POLICIES, *RELEASES]), default="all", show_default=True,
-              help="Element memory policy to time, or all.")
+@click.option("--policy", type=POLICY_CHOICE, default="all", show_default=True, help=POLICY_HELP)
 @click.option("--use-case", type=_choices_with_all(USE_CASES), default="all", show_default=True,
               help="htab-mem use case, or all.")
 @click.option("--raw", is_flag=True, help="Also time each row with every fast path off (slow).")
@@ -338,7 +343,7 @@ def bench_self(cpus: tuple[int, ...], duration: float, policy: str, use_case: st
     bytes per parked object, per use case x policy x CPUs (each row in a fresh process)."""
     from ..backend.speed import time_matrix, time_rows
     profile = load_model_profile(profile_path)
-    policies = list(POLICIES) if policy == "all" else [policy]
+    policies = expand_policy(policy)
     use_cases = list(USE_CASES) if use_case == "all" else [use_case]
     cases = [(uc, pol, n) for n in dict.fromkeys(cpus) for uc in use_cases for pol in policies
              if not (uc == "add_del_on_diff_cpu" and n % 2)]
@@ -389,7 +394,8 @@ def bench_self(cpus: tuple[int, ...], duration: float, policy: str, use_case: st
 def policies_cmd(as_json: bool) -> None:
     """List the element memory policies the model knows, and which one models each release 6.1 .. 6.19."""
     from ..maps.policies import RELEASE_NOTES
-    rows = [{"name": p.name, "kind": "policy", "kernel": p.kernel, "description": p.description}
+    rows = [{"name": p.name, "kind": "policy", "kernel": p.kernel, "description": p.description,
+             "group": next((g for g in ("all", "proposals") if p.name in GROUPS[g]), ""), **reader_verdicts(p.name)}
             for p in POLICIES.values()]
     rows += [{"name": r, "kind": "release", "kernel": r[1:], "profile": prof, "description": RELEASE_NOTES.get(r, "")}
              for r, prof in RELEASES.items()]
@@ -399,12 +405,13 @@ def policies_cmd(as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
     console = Console(width=None if sys.stdout.isatty() else 160)
-    t = Table(title="policies")
-    for c in ("name", "kernel", "description"):
+    t = Table(title="policies (readers: what the explorer finds when a program holds an element the map frees; "
+                    "scenarios htab_churn_rcu / htab_churn_sleepable)")
+    for c in ("name", "group", "kernel", "description", "RCU reader", "sleepable reader"):
         t.add_column(c)
     for r in rows:
         if r["kind"] == "policy":
-            t.add_row(r["name"], r["kernel"], r["description"])
+            t.add_row(r["name"], r["group"], r["kernel"], r["description"], r["rcu_reader"], r["sleepable_reader"])
     console.print(t)
     t = Table(title="releases (--policy v6.N runs the profile that models release 6.N)")
     for c in ("release", "profile", "what changed (commit)"):
@@ -413,6 +420,27 @@ def policies_cmd(as_json: bool) -> None:
         if r["kind"] == "release":
             t.add_row(r["name"], r["profile"], escape(r["description"]) or "-")
     console.print(t)
+
+
+# the explorer policy whose free path a bench policy's hash map uses (None: not explored)
+EXPLORED_AS = {"v6.1": "free", "v6.2": "free", "v6.6": "free", "prealloc": "free", "free_rcu": "free_rcu",
+               "delayed_free": "call_rcu_free", "kmalloc_rcu": None}
+
+
+def reader_verdicts(policy: str) -> dict[str, str]:
+    """The explorer's pinned verdicts (the churn scenarios' ``expect``, held by tests) for a bench policy:
+    what a normal (RCU) and a sleepable program holding a freed element may see."""
+    from ..explore.scenarios import SCENARIOS
+    as_ = EXPLORED_AS.get(policy, policy)
+    out = {}
+    for key, name in (("rcu_reader", "htab_churn_rcu"), ("sleepable_reader", "htab_churn_sleepable")):
+        sc = SCENARIOS[name]
+        if as_ is None or as_ not in sc.expect:
+            out[key] = "not explored"
+            continue
+        kinds = sorted(sc.expect[as_])
+        out[key] = ", ".join(f"{k} ({'accepted' if sc.accepted.get(k) else 'bug'})" for k in kinds) or "safe"
+    return out
 
 
 EXIT_FINDING = 1

@@ -85,6 +85,7 @@ class Thread:
     reader: int | None = None
     trace_reader: int | None = None
     delivered: bool = False
+    sleeps_until: Thread | None = None      # a sleepable program asleep until that program has ended
 
 
 class _Hooks:
@@ -252,7 +253,7 @@ class Env:
 
     def free(self, t: Thread, ma: BpfMemAlloc, ref: Ref, policy: str) -> None:
         """Free by the scenario's policy (see ``scenarios.POLICIES``)."""
-        if policy == "free":
+        if policy == "free" or ma.profile.proposal:
             self.bpf_mem_cache_free(t, ma, ref)
         elif policy == "call_rcu_free":
             self.call_rcu_free(t, ma, ref)
@@ -260,9 +261,11 @@ class Env:
             self.bpf_mem_cache_free_rcu(t, ma, ref)
 
     # -- hash map helpers --------------------------------------------------------------------------
-    def new_htab(self, name: str, max_entries: int = 16, free_rcu: bool = False, profile: Any = None) -> BpfHtab:
+    def new_htab(self, name: str, max_entries: int = 16, free_rcu: bool = False, profile: Any = None,
+                 delayed_free: bool = False) -> BpfHtab:
+        """``delayed_free``: elements freed by ``call_rcu`` then ``bpf_mem_cache_free`` (RFC v3 5/6)."""
         h = BpfHtab(self.m, self.mm, self.rcu, MapAttr(1, 4, 8, max_entries, BPF_F_NO_PREALLOC), self.run.memcg,
-                    profile=profile, free_rcu=free_rcu)
+                    profile=profile, free_rcu=free_rcu, elems="ma_delayed_free" if delayed_free else "ma")
         self.objects[name] = h
         return h
 
@@ -306,6 +309,16 @@ class Env:
         ref = Ref(obj, self.checker.shadow(obj).gen)
         self.log(t, "bpf_map_lookup_elem(key %r) -> %r", key, ref)
         return ref
+
+    def sleep_until_done(self, t: Thread, other: str) -> None:
+        """A sleepable program sleeps (say, a ``bpf_copy_from_user()`` that faults) until program ``other``
+        has ended; only sleepable programs may (an RCU read-side section must not sleep)."""
+        if not t.trace:
+            raise ValueError(f"{t.name}: only a sleepable program may sleep")
+        t.sleeps_until = next(x for x in self.run.threads if x.name == other)
+        self.log(t, "sleeps until %s has ended", other)
+        self.run.yield_()
+        t.sleeps_until = None
 
     # -- read-side sections (no shared access: not a step) ---------------------------------------------
     def rcu_read_unlock(self, t: Thread) -> None:
@@ -443,7 +456,9 @@ class Run:
         cpus = self.m.cpus
         labels = self._labels
         while True:
-            runnable = [t for t in self.threads if not t.done]
+            runnable = [t for t in self.threads if not t.done and (t.sleeps_until is None or t.sleeps_until.done)]
+            if not runnable and any(not t.done for t in self.threads):
+                runnable = [t for t in self.threads if not t.done]      # nobody left to wake them: wake all
             if not runnable:
                 return None
             if self.sched_steps >= self.max_steps:
@@ -451,7 +466,7 @@ class Run:
                 self.checker.flag("livelock", f"no end after {self.sched_steps} steps")
                 return None
             cur = self.current
-            if cur is not None and runnable[0] is not cur and not cur.done:
+            if cur is not None and runnable[0] is not cur and cur in runnable:
                 runnable.remove(cur)
                 runnable.insert(0, cur)                # option 0: the running program goes on
             time_ok = self.burst < TIME_BURST and eng.peek() is not None

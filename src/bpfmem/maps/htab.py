@@ -45,7 +45,7 @@ from ..alloc.memalloc import (QUIET_FOREVER, quiet_allocs, quiet_free_rcus, quie
 from ..alloc.percpu_freelist import PcpuFreelist
 from ..mm import (GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, MemCgroup, MemObj, Mm, kmalloc_charge, kmalloc_size_class,
                   pcpu_obj_full_size)
-from ..rcu import Rcu, call_rcu
+from ..rcu import Rcu, call_rcu, rcu_barrier
 from ..sim import Cpu, Machine
 from .batch import delete_runs, runs_allowed, update_runs
 from .base import (BPF_EXIST, BPF_F_ACCESS_MASK, BPF_F_LOCK, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC,
@@ -120,10 +120,15 @@ def cache_breakdown(ma: BpfMemAlloc, live: int, ncpus: int, prefix: str = "") ->
 class MemAllocElems:
     """``BPF_F_NO_PREALLOC`` on bpf_mem_alloc (6.1+)."""
 
-    def __init__(self, htab: BpfHtab, profile: MemAllocProfile, free_rcu: bool = False) -> None:
+    def __init__(self, htab: BpfHtab, profile: MemAllocProfile, free_rcu: bool = False,
+                 delayed_free: bool = False) -> None:
         self.ma = BpfMemAlloc(htab.m, htab.mm, htab.rcu, profile)
         self.pcpu_ma: BpfMemAlloc | None = None
         self.free_rcu = free_rcu
+        # RFC v3 5/6 "delayed_free" (a benchmark knob, never merged): each element waits for its own
+        # call_rcu() before bpf_mem_cache_free(), as bpf_cpumask did in 6.4-6.5
+        self.delayed_free = delayed_free
+        self.pending_rcu = 0
         if free_rcu and not profile.has_free_rcu:
             raise ValueError(f"bpf_mem_cache_free_rcu needs profile v6.6 or later, not {profile.name}")
         objcg = htab.memcg
@@ -131,8 +136,10 @@ class MemAllocElems:
         if htab.percpu:
             self.pcpu_ma = BpfMemAlloc(htab.m, htab.mm, htab.rcu, type(profile)())
             bpf_mem_alloc_init(self.pcpu_ma, round_up(htab.attr.value_size, 8), True, objcg)
-        # runs of quiet keys need counted objects and the kernel's free_rcu (not the planted reuse)
-        self.runs = self.ma.anon and (not free_rcu or profile.free_rcu_waits_for_gp)
+        # runs of quiet keys need counted objects and the kernel's free_rcu (not the planted reuse); the
+        # proposals' free paths and delayed_free run call by call
+        self.runs = (self.ma.anon and (not free_rcu or profile.free_rcu_waits_for_gp) and not profile.proposal
+                     and not delayed_free)
 
     def alloc(self, htab: BpfHtab, cpu: Cpu, old: MemObj | None) -> MemObj | int:
         if old is None and htab.count >= htab.attr.max_entries:   # is_map_full()
@@ -224,6 +231,16 @@ class MemAllocElems:
     def free(self, htab: BpfHtab, cpu: Cpu, elem: MemObj) -> None:
         """``free_htab_elem()`` -> ``htab_elem_free()``."""
         htab.count -= 1
+        if self.delayed_free:
+            # RFC v3 5/6: the percpu value goes back at once, the element after call_rcu()
+            if self.pcpu_ma is not None:
+                pptr = self.pcpu_ma.cache[elem.cpu.id] if self.ma.anon else elem.payload  # type: ignore[index]
+                if not self.ma.anon:
+                    elem.payload = None
+                bpf_mem_cache_free(self.pcpu_ma, cpu, pptr)
+            self.pending_rcu += 1
+            call_rcu(htab.rcu, self._htab_elem_free_rcu, cpu, elem)
+            return
         free = bpf_mem_cache_free_rcu if self.free_rcu else bpf_mem_cache_free
         if self.pcpu_ma is not None:
             if self.ma.anon:
@@ -233,9 +250,16 @@ class MemAllocElems:
             free(self.pcpu_ma, cpu, pptr)
         free(self.ma, cpu, elem)
 
+    def _htab_elem_free_rcu(self, cpu: Cpu, elem: MemObj) -> None:
+        """RFC v3 5/6 ``htab_elem_free_rcu()``: ``bpf_mem_cache_free(l->ma, l)`` on the callback's CPU."""
+        self.pending_rcu -= 1
+        bpf_mem_cache_free(self.ma, cpu, elem)
+
     def breakdown(self, htab: BpfHtab) -> dict[str, int]:
         ncpus = htab.m.num_possible_cpus()
-        out = cache_breakdown(self.ma, self.ma.outstanding, ncpus)
+        out = cache_breakdown(self.ma, self.ma.outstanding - self.pending_rcu, ncpus)
+        if self.delayed_free:
+            out["delayed_free_call_rcu"] = self.pending_rcu * ma_object_bytes(self.ma, ncpus)[0]
         if self.pcpu_ma is not None:
             out.update(cache_breakdown(self.pcpu_ma, self.pcpu_ma.outstanding, ncpus, "pcpu_ma:"))
         return out
@@ -243,7 +267,7 @@ class MemAllocElems:
     def signature(self, cpus: Sequence[int]) -> tuple[object, ...] | None:
         """Counts that decide what these CPUs' caches do next (None: not covered: percpu values and
         free_rcu, whose cycles always allocate or call RCU)."""
-        if self.pcpu_ma is not None or self.free_rcu:
+        if self.pcpu_ma is not None or self.free_rcu or not self.runs:
             return None
         out = []
         for cpu in cpus:
@@ -255,6 +279,12 @@ class MemAllocElems:
         return tuple(out)
 
     def destroy(self, htab: BpfHtab) -> None:
+        if self.pending_rcu:        # RFC v3 5/6: htab_map_free() starts with rcu_barrier() when delayed_free
+            rcu_barrier(htab.rcu, self._destroy)
+            return
+        self._destroy()
+
+    def _destroy(self) -> None:
         if self.pcpu_ma is not None:
             bpf_mem_alloc_destroy(self.pcpu_ma)
         bpf_mem_alloc_destroy(self.ma)
@@ -460,8 +490,8 @@ class BpfHtab:
             self.elems: ElemStore
             if self.prealloc:
                 self.elems = PreallocElems(self)
-            elif elems == "ma":
-                self.elems = MemAllocElems(self, profile or V6_6(), free_rcu)
+            elif elems in ("ma", "ma_delayed_free"):
+                self.elems = MemAllocElems(self, profile or V6_6(), free_rcu, elems == "ma_delayed_free")
             elif elems == "kmalloc_rcu":
                 self.elems = KmallocRcuElems(self)
             else:
@@ -612,6 +642,8 @@ class BpfHtab:
             return
         self.closed = True
         cpu = self.m.cpus[0]
+        if isinstance(self.elems, MemAllocElems):
+            self.elems.delayed_free = False     # htab_elem_free(htab, l, destroy=true): no call_rcu
         for key in list(self.table):
             self.elems.free(self, cpu, self.table.pop(key))
         self.elems.destroy(self)

@@ -12,6 +12,19 @@ if" questions.
 | free_rcu    | v6.6 with htab freeing through bpf_mem_cache_free_rcu     | proposal (Hou Tao's v9 notes) |
 | prealloc    | no BPF_F_NO_PREALLOC: pcpu_freelist + extra_elems         | all    |
 | kmalloc_rcu | per-element kmalloc + call_rcu                            | < 6.1  |
+
+The proposals of the immediate-reuse debate (Hou Tao's RFCs, 2022-2023; mechanics in
+``alloc/proposals.py`` and docs/history/proposals.md), each on the 6.2-6.5 allocator it was posted
+against, with that era's non-lazy tasks-trace RCU:
+
+| name                  | what                                                              | RFC |
+|-----------------------|-------------------------------------------------------------------|-----|
+| no_reuse              | never reuse: per-CPU batches to slab after a tasks-trace GP        | v1  |
+| reuse_after_gp        | reuse after an RCU GP (kworker per cache), slab after tasks-trace  | v2, v3 3/6 |
+| free_after_gp         | never reuse: per-CPU batches to slab after an RCU GP               | v3 4/6 |
+| delayed_free          | call_rcu per element, then bpf_mem_cache_free (how bpf_cpumask freed) | v3 5/6 |
+| reuse_after_gp_global | reuse after an RCU GP from one list per allocator (irq_work)       | v4  |
+| reuse_after_gp_pcpu   | reuse after an RCU GP per CPU, RCU callbacks unbounded             | v5  |
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..alloc import V6_1, V6_2, V6_6, MemAllocProfile
+from ..alloc.proposals import FreeAfterGp, NoReuse, ReuseAfterGp, ReuseAfterGpGlobal, ReuseAfterGpPcpu
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,36 @@ POLICIES: dict[str, HtabPolicy] = {p.name: p for p in (
     HtabPolicy("prealloc", "prealloc", None, False, "all", "preallocated: pcpu_freelist + per-CPU extra_elems"),
     HtabPolicy("kmalloc_rcu", "kmalloc_rcu", None, False, "<6.1", "per-element kmalloc(GFP_NOWAIT) + call_rcu",
                tasks_trace_lazy=False),
+    HtabPolicy("no_reuse", "ma", NoReuse, False, "proposal (RFC v1, 2022-12)",
+               "never reuse: per-CPU batches, a kworker within 1 s, tasks-trace GP, slab",
+               tasks_trace_lazy=False, memlock_footprint=True),
+    HtabPolicy("reuse_after_gp", "ma", ReuseAfterGp, False, "proposal (RFC v2/v3, 2023-04)",
+               "reuse after an RCU GP (a kworker per cache); unreused objects to slab after a tasks-trace GP",
+               tasks_trace_lazy=False),
+    HtabPolicy("free_after_gp", "ma", FreeAfterGp, False, "proposal (RFC v3, 2023-04)",
+               "never reuse: per-CPU batches, a kworker within 1 s, RCU GP, slab", tasks_trace_lazy=False),
+    HtabPolicy("delayed_free", "ma_delayed_free", V6_2, False, "proposal (RFC v3 5/6, 2023-04)",
+               "call_rcu per element, then bpf_mem_cache_free into the 6.2-6.5 allocator (bpf_cpumask 6.4-6.5)",
+               tasks_trace_lazy=False),
+    HtabPolicy("reuse_after_gp_global", "ma", ReuseAfterGpGlobal, False, "proposal (RFC v4, 2023-06)",
+               "reuse after an RCU GP by any CPU from one spin-locked list per allocator", tasks_trace_lazy=False),
+    HtabPolicy("reuse_after_gp_pcpu", "ma", ReuseAfterGpPcpu, False, "proposal (RFC v5, 2023-06)",
+               "reuse after an RCU GP by the same CPU; RCU callbacks unbounded; one watermark (32)",
+               tasks_trace_lazy=False),
 )}
+# --policy groups: "all" = the kernel profiles and the merged variants (as before the proposals existed);
+# "proposals" = the RFCs of the immediate-reuse debate; "everything" = both
+GROUPS: dict[str, tuple[str, ...]] = {
+    "all": ("v6.1", "v6.2", "v6.6", "free_rcu", "prealloc", "kmalloc_rcu"),
+    "proposals": ("no_reuse", "reuse_after_gp", "free_after_gp", "delayed_free", "reuse_after_gp_global",
+                  "reuse_after_gp_pcpu"),
+}
+GROUPS["everything"] = GROUPS["all"] + GROUPS["proposals"]
+
+
+def expand_policy(name: str) -> list[str]:
+    """The policies a --policy value names: a group, or one policy or release."""
+    return list(GROUPS[name]) if name in GROUPS else [name]
 
 
 # Every release from 6.1 to 6.19 and the profile that models it (named by the first release it applies

@@ -8,6 +8,9 @@ Policies (how the data structure frees its memory):
 | ``free_rcu`` | ``bpf_mem_cache_free_rcu``: reusable after an RCU GP | bpf_cpumask 6.6+ (8e07bb9ebcd9) |
 | ``call_rcu_free`` | ``call_rcu``, then ``bpf_mem_cache_free`` in the callback | bpf_cpumask 6.4-6.5 (77473d1a962f) |
 | ``bug_free_rcu_no_gp`` | ``bpf_mem_cache_free_rcu`` that forgets the GP | a planted allocator bug |
+| ``no_reuse``, ``reuse_after_gp``, ``free_after_gp``, ``reuse_after_gp_global``, ``reuse_after_gp_pcpu`` | ``bpf_mem_cache_free`` on that proposal's allocator (``alloc/proposals.py``) | RFC v1-v5, never merged |
+
+(RFC v3's ``delayed_free`` is ``call_rcu_free``: a ``call_rcu`` per object, then ``bpf_mem_cache_free``.)
 
 Each scenario states the verdict it expects per policy (``expect``): the set
 of violation kinds that must be found within the budget (empty: no violation
@@ -22,16 +25,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ...alloc import V6_6, BpfMemAlloc, bpf_mem_alloc_init
+from ...alloc import V6_6, BpfMemAlloc, MemAllocProfile, bpf_mem_alloc_init
+from ...alloc.proposals import PROPOSALS
 from ..runtime import Run
 
-POLICIES = ("free", "free_rcu", "call_rcu_free", "bug_free_rcu_no_gp")
+POLICIES = ("free", "free_rcu", "call_rcu_free", "bug_free_rcu_no_gp", *PROPOSALS)
 POLICY_HELP = {
     "free": "bpf_mem_cache_free: reusable at once (htab; bpf_cpumask 6.3)",
     "free_rcu": "bpf_mem_cache_free_rcu: reusable after an RCU grace period (bpf_cpumask 6.6+)",
-    "call_rcu_free": "call_rcu, then bpf_mem_cache_free in the callback (bpf_cpumask 6.4-6.5)",
+    "call_rcu_free": "call_rcu, then bpf_mem_cache_free in the callback (bpf_cpumask 6.4-6.5; RFC v3's "
+                     "delayed_free)",
     "bug_free_rcu_no_gp": "planted allocator bug: bpf_mem_cache_free_rcu that reuses at once",
+    "no_reuse": "RFC v1: bpf_mem_cache_free never reuses; slab after a tasks-trace GP",
+    "reuse_after_gp": "RFC v2/v3: reusable after an RCU GP (a kworker per cache)",
+    "free_after_gp": "RFC v3: bpf_mem_cache_free never reuses; slab after an RCU GP",
+    "reuse_after_gp_global": "RFC v4: reusable after an RCU GP, by any CPU (one list per allocator)",
+    "reuse_after_gp_pcpu": "RFC v5: reusable after an RCU GP, by the same CPU",
 }
+FREES_WITH_FREE_RCU = ("free_rcu", "bug_free_rcu_no_gp")
 
 
 class V6_6_FreeRcuNoGp(V6_6):
@@ -49,7 +60,16 @@ class ExploreWatermarks:
         c.low_watermark, c.high_watermark, c.batch = 2, 6, 3
 
 
-def profile_for(policy: str, planted: frozenset[str] = frozenset()) -> V6_6:
+def profile_for(policy: str, planted: frozenset[str] = frozenset()) -> MemAllocProfile:
+    """The allocator a scenario runs on under ``policy``: small caches; a proposal's own allocator, its
+    per-CPU batches flushed from 4 objects (RFC v1/v3 wait for 256 or a second)."""
+    if policy in PROPOSALS:
+        prop = PROPOSALS[policy](watermarks=ExploreWatermarks())
+        if hasattr(prop, "threshold"):
+            prop.threshold = 4                  # type: ignore[attr-defined]
+        if planted:
+            prop.planted = planted
+        return prop
     cls = V6_6_FreeRcuNoGp if policy == "bug_free_rcu_no_gp" else V6_6
     p = cls(watermarks=ExploreWatermarks())
     if planted:
@@ -102,9 +122,9 @@ class Scenario:
 
 
 def _registry() -> dict[str, Scenario]:
-    from . import cpumask, htab, nmi, qp_trie, slab
+    from . import churn, cpumask, htab, nmi, qp_trie, slab
     out: dict[str, Scenario] = {}
-    for mod in (htab, qp_trie, cpumask, nmi, slab):
+    for mod in (htab, qp_trie, cpumask, nmi, slab, churn):
         for s in mod.SCENARIOS:
             out[s.name] = s
     return out
@@ -112,5 +132,5 @@ def _registry() -> dict[str, Scenario]:
 
 SCENARIOS: dict[str, Scenario] = _registry()
 
-__all__ = ["POLICIES", "POLICY_HELP", "SCENARIOS", "Scenario", "ExploreWatermarks", "V6_6_FreeRcuNoGp",
+__all__ = ["POLICIES", "POLICY_HELP", "FREES_WITH_FREE_RCU", "SCENARIOS", "Scenario", "ExploreWatermarks", "V6_6_FreeRcuNoGp",
            "profile_for", "new_ma", "check_conservation"]

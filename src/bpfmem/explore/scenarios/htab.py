@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..runtime import Env, Run, Thread
-from . import Scenario, profile_for
+from . import FREES_WITH_FREE_RCU, Scenario, profile_for
 
 E = frozenset
 
 
 def setup(run: Run, policy: str, planted: bool) -> None:
     env = run.env
-    h = env.new_htab("h", free_rcu=policy != "free", profile=profile_for(policy))
+    h = env.new_htab("h", free_rcu=policy in FREES_WITH_FREE_RCU, profile=profile_for(policy))
     boot = Thread("boot", 1, lambda e, t: None)
     env.bpf_map_update_elem(boot, h, 1, 100)
 
