@@ -615,7 +615,7 @@ QUIET_FOREVER = 1 << 62
 def quiet_allocs(c: BpfMemCache) -> int:
     """How many ``unit_alloc()`` calls in a row succeed and raise nothing: until free_cnt would drop
     below low_watermark (or, with the refill already pending, until the list is empty)."""
-    if c.active or c.prop is not None:
+    if c.active:
         return 0
     n = len(c.free_llist)
     if c.refill_work.pending:
@@ -625,8 +625,10 @@ def quiet_allocs(c: BpfMemCache) -> int:
 
 def quiet_frees(c: BpfMemCache) -> int:
     """How many ``unit_free()`` calls in a row raise nothing: until free_cnt would pass high_watermark."""
-    if c.active or c.prop is not None:
+    if c.active:
         return 0
+    if c.prop is not None:
+        return c.ma.profile.quiet_frees(c)      # a proposal's own free path
     if c.refill_work.pending:
         return QUIET_FOREVER
     return c.high_watermark - c.free_cnt if c.free_cnt < c.high_watermark else 0
@@ -644,7 +646,9 @@ def quiet_replaces(c: BpfMemCache, rcu: bool) -> int:
     """How many ``unit_alloc()`` + ``unit_free[_rcu]()`` pairs in a row on ``c`` raise nothing."""
     if rcu:
         return min(quiet_allocs(c), quiet_free_rcus(c))
-    if c.active or not c.free_llist or c.prop is not None:
+    if c.prop is not None:                      # a proposal's frees never reach free_llist
+        return min(quiet_allocs(c), c.ma.profile.quiet_frees(c))
+    if c.active or not c.free_llist:
         return 0
     if c.refill_work.pending or c.low_watermark < c.free_cnt <= c.high_watermark:
         return QUIET_FOREVER          # each pair pops one and pushes one: free_cnt never moves
@@ -660,6 +664,9 @@ def unit_alloc_run(c: BpfMemCache, n: int) -> None:
 
 def unit_free_run(c: BpfMemCache, objs: list[BpfMemCache]) -> None:
     """``unit_free()`` of each of ``objs`` in turn (``len(objs)`` <= ``quiet_frees(c)``)."""
+    if c.prop is not None:
+        c.ma.profile.unit_free_run(c, objs)
+        return
     if c.ma.profile.uses_hint:
         c.tgt = objs[-1].hdr
     c.free_llist.extend(objs)
@@ -677,6 +684,10 @@ def unit_replace_run(c: BpfMemCache, olds: list[BpfMemCache], rcu: bool) -> None
     if rcu:
         unit_alloc_run(c, len(olds))
         unit_free_rcu_run(c, olds)
+        return
+    if c.prop is not None:
+        unit_alloc_run(c, len(olds))
+        c.ma.profile.unit_free_run(c, olds)
         return
     if c.ma.profile.uses_hint:
         c.tgt = olds[-1].hdr

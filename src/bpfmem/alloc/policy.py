@@ -99,6 +99,13 @@ class MemAllocProfile:
     def refill(self, c: BpfMemCache) -> None:
         raise NotImplementedError
 
+    def quiet_frees(self, c: BpfMemCache) -> int:
+        """How many ``unit_free()`` calls in a row only push and count (a proposal's runs; c.active == 0)."""
+        return 0
+
+    def unit_free_run(self, c: BpfMemCache, objs: list[Any]) -> None:
+        raise NotImplementedError
+
     def drain(self, c: BpfMemCache) -> int:
         return 0
 

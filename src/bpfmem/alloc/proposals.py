@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 from ..rcu import call_rcu, call_rcu_tasks_trace
 from ..sim import Timer
-from .memalloc import NUMA_NO_NODE, BpfMemCache, alloc_bulk, free_all, irq_work_raise
+from .memalloc import NUMA_NO_NODE, QUIET_FOREVER, BpfMemCache, alloc_bulk, free_all, irq_work_raise
 from .policy import V6_2
 
 NSEC_PER_JIFFY = 4_000_000          # HZ=250, as the reference machine
@@ -171,6 +171,20 @@ class NoReuse(_Proposal):
             self._schedule(c, ctx)
         _irqs_on(c)
 
+    def quiet_frees(self, c: BpfMemCache) -> int:
+        """Frees that neither arm nor pull in the worker: with it pending, those that leave fewer than
+        ``threshold`` objects (delay HZ: never sooner than pending), and all once it is due within the near
+        delay."""
+        ctx: FreeCtx = c.prop
+        if ctx.timer is None:
+            return 0
+        if ctx.due <= c.ma.m.now + self.near_delay_ns:
+            return QUIET_FOREVER
+        return max(self.threshold - 1 - len(ctx.to_free), 0)
+
+    def unit_free_run(self, c: BpfMemCache, objs: list[Any]) -> None:
+        c.prop.to_free.extend(objs)
+
     def _schedule(self, c: BpfMemCache, ctx: FreeCtx) -> None:
         """``bpf_ma_schedule_free_dwork()``."""
         delay = self.near_delay_ns if len(ctx.to_free) >= self.threshold else HZ_NS
@@ -306,6 +320,14 @@ class ReuseAfterGp(_Proposal):
         if c.free_cnt < c.low_watermark:
             alloc_bulk(c, c.batch, NUMA_NO_NODE, True)
 
+    def quiet_frees(self, c: BpfMemCache) -> int:
+        return max(c.high_watermark - c.prop.prepare_reuse_cnt, 0)
+
+    def unit_free_run(self, c: BpfMemCache, objs: list[Any]) -> None:
+        p: ReuseCtx = c.prop
+        p.prepare_reuse.extend(objs)
+        p.prepare_reuse_cnt += len(objs)
+
     def _work(self, c: BpfMemCache) -> None:
         """``bpf_ma_prepare_reuse_work()`` (kworker)."""
         p: ReuseCtx = c.prop
@@ -440,6 +462,16 @@ class ReuseAfterGpGlobal(_Proposal):
         if p.prepare_reuse_cnt > c.high_watermark:
             self._reuse_bulk(c)
 
+    def quiet_frees(self, c: BpfMemCache) -> int:
+        if c.refill_work.pending:
+            return QUIET_FOREVER
+        return max(c.high_watermark - c.prop.prepare_reuse_cnt, 0)
+
+    def unit_free_run(self, c: BpfMemCache, objs: list[Any]) -> None:
+        p: GlobalCtx = c.prop
+        p.prepare_reuse.extend(objs)
+        p.prepare_reuse_cnt += len(objs)
+
     def _reuse_bulk(self, c: BpfMemCache) -> None:
         p: GlobalCtx = c.prop
         p.free_by_rcu += p.prepare_reuse + _take_extra(c)
@@ -566,6 +598,16 @@ class ReuseAfterGpPcpu(_Proposal):
             alloc_bulk(c, c.batch, NUMA_NO_NODE, True)
         if p.prepare_reuse_cnt >= c.high_watermark:
             self._reuse_bulk(c)
+
+    def quiet_frees(self, c: BpfMemCache) -> int:
+        if c.refill_work.pending:
+            return QUIET_FOREVER
+        return max(c.high_watermark - 1 - c.prop.prepare_reuse_cnt, 0)
+
+    def unit_free_run(self, c: BpfMemCache, objs: list[Any]) -> None:
+        p: PcpuCtx = c.prop
+        p.free_by_rcu.extend(objs)
+        p.prepare_reuse_cnt += len(objs)
 
     def _reuse_bulk(self, c: BpfMemCache) -> None:
         p: PcpuCtx = c.prop

@@ -138,8 +138,9 @@ class InvocationMemo:
         self._scopes: dict[tuple[Any, ...], list[BpfMemCache]] = {}
         store = m.htab.elems
         # counted objects and an element store that runs by runs (not preallocated maps)
+        # (not the proposals: their own lists are not in a record)
         self.static_ok = (not m.htab.m.identity and isinstance(store, (MemAllocElems, KmallocRcuElems))
-                          and store.runs)
+                          and store.runs and not (isinstance(store, MemAllocElems) and store.ma.profile.proposal))
         self._reuse = reused_lists(store.ma.cache[0]) if isinstance(store, MemAllocElems) else (False, False)  # type: ignore[index]
 
     # -- situation --------------------------------------------------------------

@@ -136,10 +136,9 @@ class MemAllocElems:
         if htab.percpu:
             self.pcpu_ma = BpfMemAlloc(htab.m, htab.mm, htab.rcu, type(profile)())
             bpf_mem_alloc_init(self.pcpu_ma, round_up(htab.attr.value_size, 8), True, objcg)
-        # runs of quiet keys need counted objects and the kernel's free_rcu (not the planted reuse); the
-        # proposals' free paths and delayed_free run call by call
-        self.runs = (self.ma.anon and (not free_rcu or profile.free_rcu_waits_for_gp) and not profile.proposal
-                     and not delayed_free)
+        # runs of quiet keys need counted objects and the kernel's free_rcu (not the planted reuse);
+        # delayed_free runs call by call
+        self.runs = self.ma.anon and (not free_rcu or profile.free_rcu_waits_for_gp) and not delayed_free
 
     def alloc(self, htab: BpfHtab, cpu: Cpu, old: MemObj | None) -> MemObj | int:
         if old is None and htab.count >= htab.attr.max_entries:   # is_map_full()
@@ -196,7 +195,8 @@ class MemAllocElems:
         table.update(zip(keys, repeat(c)))      # unit_alloc() hands out "an object of c"
         unit_replace_run(c, olds, self.free_rcu)
         if pc is not None:
-            unit_replace_run(pc, self._pptrs(olds if self.free_rcu else olds[-1:]), self.free_rcu)
+            every = self.free_rcu or pc.prop is not None       # a proposal frees every old one its own way
+            unit_replace_run(pc, self._pptrs(olds if every else olds[-1:]), self.free_rcu)
         return len(keys)
 
     def new_run(self, htab: BpfHtab, cpu: Cpu, keys: Sequence[int]) -> int:
@@ -267,7 +267,7 @@ class MemAllocElems:
     def signature(self, cpus: Sequence[int]) -> tuple[object, ...] | None:
         """Counts that decide what these CPUs' caches do next (None: not covered: percpu values and
         free_rcu, whose cycles always allocate or call RCU)."""
-        if self.pcpu_ma is not None or self.free_rcu or not self.runs:
+        if self.pcpu_ma is not None or self.free_rcu or not self.runs or self.ma.profile.proposal:
             return None
         out = []
         for cpu in cpus:
