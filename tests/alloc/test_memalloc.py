@@ -304,3 +304,21 @@ def test_instruments_see_allocations_frees_and_refills_when_installed() -> None:
     assert not w.m.instruments.active
     bpf_mem_cache_free(ma, cpu, bpf_mem_cache_alloc(ma, cpu))
     assert len(log) == n
+
+
+def test_check_free_by_rcu_asks_for_an_urgent_quiescent_state_while_a_gp_is_in_flight() -> None:
+    """6.6 (5af6807bdb10): with its RCU callback in flight, check_free_by_rcu calls
+    rcu_request_urgent_qs_task(current): the CPU's running task reports a quiescent state at its next
+    cond_resched() (the model's chunk boundary)."""
+    w = fixed_world(1)
+    ma = new_ma(w, 56)
+    cpu = w.m.cpus[0]
+    objs = [bpf_mem_cache_alloc(ma, cpu) for _ in range(40)]
+    bpf_mem_cache_free_rcu(ma, cpu, objs[0])          # no callback in flight: call_rcu_hurry, no request
+    c = ma.cache[0]  # type: ignore[index]
+    assert c.call_rcu_in_progress and not w.rcu.rcu.urgent_qs
+    for o in objs[1:]:
+        bpf_mem_cache_free_rcu(ma, cpu, o)
+    from bpfmem.alloc import check_free_by_rcu
+    check_free_by_rcu(c)                               # the refill's call while the GP is in flight
+    assert w.rcu.rcu.urgent_qs == {0}

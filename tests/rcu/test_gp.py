@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bpfmem.rcu import GpModel, Rcu, call_rcu, call_rcu_tasks_trace, rcu_barrier_tasks_trace
+from bpfmem.rcu import GpModel, Rcu, call_rcu, call_rcu_tasks_trace, rcu_barrier, rcu_barrier_tasks_trace
 from bpfmem.sim import Machine
 
 MS = 1_000_000
@@ -77,13 +77,26 @@ def test_a_reader_holds_the_grace_period() -> None:
     rcu.rcu.read_unlock(late)
 
 
-def test_barrier_runs_after_everything_queued_and_is_not_lazy() -> None:
+def test_barrier_entrains_behind_what_is_queued_without_hurrying_it() -> None:
+    """rcu_barrier_tasks_generic (6.18) entrains on the lists that hold callbacks: no wake, no urgent GP,
+    so a lazy callback still waits for its timer and the barrier with it."""
     m, rcu = world()
-    order: list[str] = []
-    call_rcu_tasks_trace(rcu, lambda: order.append("cb"))
-    rcu_barrier_tasks_trace(rcu, lambda: order.append("barrier"))
+    order: list[tuple[str, int]] = []
+    call_rcu_tasks_trace(rcu, lambda: order.append(("cb", m.now)))
+    rcu_barrier_tasks_trace(rcu, lambda: order.append(("barrier", m.now)))
     m.engine.run(until=100 * MS)
-    assert order == ["cb", "barrier"]
+    assert order == []
+    m.engine.run(until=1000 * MS)
+    assert [k for k, _ in order] == ["cb", "barrier"] and order[0][1] == order[1][1] > 250 * MS
+
+
+def test_barrier_with_nothing_queued_returns_at_once() -> None:
+    m, rcu = world()
+    done: list[int] = []
+    rcu_barrier_tasks_trace(rcu, lambda: done.append(m.now))
+    rcu_barrier(rcu, lambda: done.append(m.now))
+    assert done == [0, 0]
+    assert rcu.tasks_trace.gps == 0 and rcu.rcu.gps == 0
 
 
 def test_gp_length_comes_from_the_seeded_scheduler() -> None:

@@ -31,7 +31,7 @@ Representation: llists are Python lists whose *end* is the list head (so
 ``llist_del_all`` + re-add loops reverse order as in the kernel.  Objects are
 ``mm.MemObj``; ``obj.hdr`` is the header word (the owning cache while in use).
 
-Deviations: ``rcu_request_urgent_qs_task`` is not modelled; PREEMPT_RT irq
+Deviations: PREEMPT_RT irq
 paths are not modelled; percpu objects carry their percpu area as
 ``obj.payload``.
 """
@@ -43,7 +43,8 @@ from typing import Any, Sized
 
 from ..mm import (GFP_KERNEL, GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZERO, MemCgroup, MemObj, Mm,
                   kmalloc_charge, kmalloc_size_class, pcpu_obj_full_size)
-from ..rcu import Rcu, call_rcu, call_rcu_hurry, call_rcu_tasks_trace, rcu_barrier, rcu_barrier_tasks_trace
+from ..rcu import (Rcu, call_rcu, call_rcu_hurry, call_rcu_tasks_trace, rcu_barrier, rcu_barrier_tasks_trace,
+                   rcu_request_urgent_qs_task)
 from ..sim import Cpu, IrqWork, Machine, irq_work_queue, irq_work_sync
 from .policy import MemAllocProfile, V6_6
 from .sizes import LLIST_NODE_SZ, NUM_CACHES, bpf_mem_cache_idx, sizes
@@ -465,7 +466,10 @@ def check_free_by_rcu(c: BpfMemCache) -> None:
     if not c.free_by_rcu:
         return
     if c.call_rcu_in_progress:
-        return  # rcu_request_urgent_qs_task(current) in the kernel: not modelled
+        # 6.6 (5af6807bdb10): "Ask RCU to expedite the grace period": the program or syscall running here
+        # reports a quiescent state at its next cond_resched()
+        rcu_request_urgent_qs_task(c.ma.rcu, c.cpu.id)
+        return
     c.call_rcu_in_progress = True
     if c.waiting_for_gp:
         raise ModelInvariantError(f"{c}: waiting_for_gp not empty (WARN_ON_ONCE in check_free_by_rcu)")

@@ -120,6 +120,7 @@ class Record:
     pending: int                # KmallocRcuElems.pending delta
     full_at: int | None         # htab.count when the invocation met a full map (then it must match)
     grow: int                   # the most the map's element count can rise inside the invocation (its keys)
+    urgent_qs: frozenset[int] = frozenset()   # CPUs the chunk asked for an urgent quiescent state
 
 
 class InvocationMemo:
@@ -222,7 +223,8 @@ class InvocationMemo:
             if isinstance(store, MemAllocElems) else (0, 0)
         return ([_cache_counts(c) for c in caches], [_cache_flags(c) for c in caches], h.count, outs,
                 (s.live_objects, s.live_bytes, s.kmalloc_calls, s.kmalloc_bytes, s.kfree_calls, s.failures),
-                self._charges(), (r.calls, r.gps, r.callbacks_invoked, t.calls, t.gps, t.callbacks_invoked),
+                self._charges(), (r.calls, r.gps, r.callbacks_invoked, t.calls, t.gps, t.callbacks_invoked,
+                                  frozenset(r.urgent_qs)),
                 h.m.engine._seq, getattr(store, "pending", 0), self.m.memcg.failcnt)
 
     def _charges(self) -> tuple[int, ...]:
@@ -244,7 +246,7 @@ class InvocationMemo:
         h = self.m.htab
         store = h.elems
         ok = (f0 == f1 and seq0 == seq1 and fc0 == fc1 and s1[4] == s0[4] and s1[5] == s0[5]
-              and rcu1[1:] == rcu0[1:] and not cpu.irq_work_list and not cpu.irq_off)
+              and rcu1[1:-1] == rcu0[1:-1] and rcu0[-1] <= rcu1[-1] and not cpu.irq_work_list and not cpu.irq_off)
         charges = {b - a for a, b in zip(m0, m1)}
         ok = ok and len(charges) == 1
         rcu_calls = rcu1[0] - rcu0[0]
@@ -270,7 +272,7 @@ class InvocationMemo:
             tally, tuple(cache_ops), (tuple(changed), tuple(now[k] for k in changed)),
             tuple(k for k, e in now.items() if e is None and was[k] is not None), n1 - n0,
             (o1[0] - o0[0], o1[1] - o0[1]), tuple(b - a for a, b in zip(s0, s1)), charges.pop(), rcu_calls, p1 - p0,
-            n0 if tally.errors.get(E2BIG) else None, len(keys))
+            n0 if tally.errors.get(E2BIG) else None, len(keys), rcu1[-1] - rcu0[-1])
         if self.verify and old is not None and self.applies_before(old, n0, m0) and old != rec:
             raise AssertionError(f"invocation record disagrees with a run in the same situation:\n{old}\n{rec}")
         self.records[key] = rec
@@ -299,6 +301,8 @@ class InvocationMemo:
     def apply(self, rec: Record) -> None:
         """Move everything the recorded run moved."""
         self.hits += 1
+        if rec.urgent_qs:
+            self.m.htab.rcu.rcu.urgent_qs |= rec.urgent_qs
         h = self.m.htab
         for c, tgt, dfree, lists, counters in rec.caches:
             c.tgt = tgt

@@ -255,7 +255,9 @@ class ModelBackend:
                pos: tuple[int, int] = (0, 0)) -> None:
         """One step of a producer.  An invocation is an RCU read-side section from its start to its end
         (a BPF program runs under rcu_read_lock; a batch syscall reports no quiescent state before it
-        returns), except that a section longer than ``urgent_qs_ns`` reports one at a chunk boundary."""
+        returns), except that a section longer than ``urgent_qs_ns``, or one on a CPU where
+        ``rcu_request_urgent_qs_task`` asked for it (6.6+ ``check_free_by_rcu``), reports one at a chunk
+        boundary (the batch syscall's ``cond_resched()`` between keys)."""
         eng = self.machine.engine
         now = eng.now
         if end is not None and now >= end and pos == (0, 0):
@@ -269,9 +271,11 @@ class ModelBackend:
         inv = steps[i]
         rcu = self.rcu.rcu
         if pos == (0, 0):
+            rcu.urgent_qs.discard(inv.cpu)         # the last run's request ended with it
             ps.reader = rcu.read_lock()
             ps.reader_since = now
-        elif rcu.model.urgent_qs_ns and now - ps.reader_since >= rcu.model.urgent_qs_ns:
+        elif (rcu.model.urgent_qs_ns and now - ps.reader_since >= rcu.model.urgent_qs_ns) or inv.cpu in rcu.urgent_qs:
+            rcu.urgent_qs.discard(inv.cpu)         # (rcu_request_urgent_qs_task asked for it)
             self._unlock_reader(ps)                # cond_resched(): an urgent quiescent state
             ps.reader = rcu.read_lock()
             ps.reader_since = now

@@ -22,9 +22,9 @@ that entered before ``t`` is still inside its read-side section.  ``gp_seq``
 counts completed grace periods.
 
 Deviations: one callback list per flavour (the kernel's default enqueue mode
-also uses the CPU-0 queue for tasks-trace); expedited GPs and
-``rcu_request_urgent_qs_task`` are not modelled; timer jiffies are not
-quantised.
+also uses the CPU-0 queue for tasks-trace); expedited GPs are not modelled;
+``rcu_request_urgent_qs_task`` only records the CPU (``urgent_qs``), which the
+backend's next chunk boundary honours; timer jiffies are not quantised.
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ class RcuFlavour:
         self.callbacks_invoked = 0
         self.calls = 0
         self.gps = 0
+        # CPUs asked for an urgent quiescent state (rcu_request_urgent_qs_task): the next cond_resched()
+        # of the program running there reports one
+        self.urgent_qs: set[int] = set()
 
     # -- updaters ------------------------------------------------------------
     def n_cbs(self) -> int:
@@ -127,8 +130,16 @@ class RcuFlavour:
         fn(n, *args)
 
     def barrier(self, fn: Callable[..., Any], *args: Any) -> None:
-        """``rcu_barrier``: run ``fn`` after every callback queued so far ran."""
-        self.call(fn, *args, hurry=True)
+        """``rcu_barrier()`` / ``rcu_barrier_tasks_trace()``: ``fn`` once every callback queued so far ran.
+
+        The kernel entrains a barrier callback behind the callbacks of each CPU list that holds any
+        (``rcu_segcblist_entrain``: tree.c ``rcu_barrier``; tasks.h ``rcu_barrier_tasks_generic``, 6.18):
+        it starts or hurries no grace period (lazy tasks-trace callbacks keep waiting for their timer),
+        and with nothing queued it returns at once."""
+        if not self._queue and not self._batch:
+            fn(*args)
+            return
+        (self._queue if self._queue else self._batch).append((fn, args))
 
     def get_state(self) -> int:
         """Cookie for ``poll_state``: the GP number that must complete."""

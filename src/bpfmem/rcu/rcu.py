@@ -68,6 +68,12 @@ def rcu_barrier_tasks_trace(rcu: Rcu, fn: Callable[..., Any], *args: Any) -> Non
     rcu.tasks_trace.barrier(fn, *args)
 
 
+def rcu_request_urgent_qs_task(rcu: Rcu, cpu: int) -> None:
+    """``rcu_request_urgent_qs_task(current)`` (kernel/rcu/tree.c): the task running on ``cpu`` reports a
+    quiescent state at its next ``cond_resched()`` (a batch syscall calls it between keys)."""
+    rcu.rcu.urgent_qs.add(cpu)
+
+
 def rcu_trace_implies_rcu_gp(rcu: Rcu) -> bool:
     """``rcu_trace_implies_rcu_gp()`` (include/linux/rcupdate.h, 6.2+): true."""
     return rcu.trace_implies_rcu_gp
