@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "backend.costs": set(),
     "backend.profile": {"rcu", "backend.costs"},
     "kernel": {"backend.protocol", "workloads", "report"},
+    "reproduce": {"backend.model", "backend.profile", "maps", "workloads", "bench"},
     "backend": {"backend.protocol"},
     "cli": {"*"},
     "": {"*"},
