@@ -246,9 +246,8 @@ def test_ops_per_second_match_the_kernel(capsys: pytest.CaptureFixture[str], fre
     drifts on its own (batch_add_batch_del moved by 30-40 % against overwrite within minutes,
     docs/measurements.md §10): the tolerance of a use case is 15 %, or the kernel's own spread over this
     session's runs of it (the calibration's rounds and the comparison's runs) when that is larger; the
-    fit itself is held to 15 % without a kernel (tests/backend/test_calibration_fit.py).  Two-CPU runs are
-    not asserted here: the kernel's own two-CPU ops/s moved by up to 2x between runs minutes apart;
-    `bpfmem compare` reports them with the kernel's spread."""
+    fit itself is held to 15 % without a kernel (tests/backend/test_calibration_fit.py).  The two-CPU use
+    case has its own test below."""
     require_kernel_backend()
     import statistics
 
@@ -278,3 +277,30 @@ def test_ops_per_second_match_the_kernel(capsys: pytest.CaptureFixture[str], fre
             bad.append((case["use_case"], round(err, 3), round(model), s["kernel"], "calibration", calibrated))
     print(f"machine speed now / at calibration {drift:.3f}; {seen}")
     assert not bad, (f"machine speed now / at calibration: {drift:.3f}", bad)
+
+
+@pytest.mark.slow
+def test_add_del_on_diff_cpu_ops_per_second_within_the_kernels_spread(capsys: pytest.CaptureFixture[str],
+                                                                       fresh_profile: str) -> None:
+    """add_del_on_diff_cpu at the bench's batch on two CPUs: within 15 % of the kernel, or of its own spread
+    over this session's runs (the calibration's ad64 rounds and the comparison's runs) when that is larger:
+    the two-CPU hand-off drifts by up to 2x between runs minutes apart on this machine kind
+    (docs/measurements.md §10), so the tolerance is what the kernel itself does, and the test reports it."""
+    require_kernel_backend()
+    if len(os.sched_getaffinity(0)) < 2 or _possible_cpus() < 2:
+        pytest.skip("add_del_on_diff_cpu needs two CPUs")
+    with open(fresh_profile) as f:
+        rounds = json.load(f)["measured"]["ns_per_invocation_or_key"]
+    if "ad64" not in rounds:
+        pytest.skip("the profile was calibrated without two CPUs (no ad64 loop)")
+    doc = compare(capsys, "--use-case", "add_del_on_diff_cpu", "--cpus", "2", "--repeat", "3", "--no-elem-charge",
+                  "--profile", fresh_profile)
+    s = doc["cases"][0]["metrics"]["ops_per_sec"]
+    calibrated = [2 * 64 * 1e9 / ns for ns in rounds["ad64"]]          # one add + one delete batch per cycle
+    runs = [*calibrated, *s["kernel"]]
+    tol = max(TOLERANCE, max(runs) / min(runs) - 1)
+    err = s["model"] / s["kernel_mean"] - 1
+    inside = s["kernel_min"] / (1 + tol) <= s["model"] <= s["kernel_max"] * (1 + tol)
+    print(f"add_del_on_diff_cpu: model {s['model']:.0f}, kernel {s['kernel']}, calibration {calibrated}; "
+          f"error {err:+.1%}, tolerance {tol:.0%}")
+    assert abs(err) <= tol or inside, (round(err, 3), s, calibrated, tol)

@@ -49,7 +49,7 @@ def test_the_machine_fit_uses_the_preallocated_rows_of_the_variant_only() -> Non
     assert fit["speed_factor"] == pytest.approx(2.0)
     pre = [TABLES["B.5"].cells[("prealloc", uc)][1] for uc in TABLES["B.5"].use_cases]
     assert fit["floor_mib"] == pytest.approx(sum(p * 0.5 for p in pre) / 3)
-    model[("B.5", "v6.2", "overwrite")]["avg_mib"] = 1e6           # a non-preallocated cell: no effect
+    model[("B.5", "v6.4", "overwrite")]["avg_mib"] = 1e6           # a non-preallocated cell: no effect
     model[("B.8", "prealloc", "overwrite")]["avg_mib"] = 1e6        # the other variant: no effect
     assert fit_machine(model, "rfc") == fit
 

@@ -423,7 +423,7 @@ def policies_cmd(as_json: bool) -> None:
 
 
 # the explorer policy whose free path a bench policy's hash map uses (None: not explored)
-EXPLORED_AS = {"v6.1": "free", "v6.2": "free", "v6.6": "free", "prealloc": "free", "free_rcu": "free_rcu",
+EXPLORED_AS = {"v6.1": "free", "v6.2": "free", "v6.4": "free", "v6.6": "free", "prealloc": "free", "free_rcu": "free_rcu",
                "delayed_free": "call_rcu_free", "kmalloc_rcu": None}
 
 

@@ -7,7 +7,8 @@ if" questions.
 | name        | what                                                     | kernel |
 |-------------|----------------------------------------------------------|--------|
 | v6.1        | bpf_mem_alloc as merged: kmalloc refill, own GP list      | 6.1    |
-| v6.2        | + refill reuses objects not yet handed to RCU             | 6.2-6.5|
+| v6.2        | + refill reuses objects not yet handed to RCU             | 6.2-6.3|
+| v6.4        | v6.2 with fdinfo memlock = htab_map_mem_usage()           | 6.4-6.5|
 | v6.6        | + _ttrace lists, tgt hint, reuse during the GP            | 6.6-6.18 |
 | free_rcu    | v6.6 with htab freeing through bpf_mem_cache_free_rcu     | proposal (Hou Tao's v9 notes) |
 | prealloc    | no BPF_F_NO_PREALLOC: pcpu_freelist + extra_elems         | all    |
@@ -56,8 +57,10 @@ class HtabPolicy:
 POLICIES: dict[str, HtabPolicy] = {p.name: p for p in (
     HtabPolicy("v6.1", "ma", V6_1, False, "6.1", "bpf_mem_alloc 6.1: kmalloc-only refill, tasks-trace then call_rcu",
                tasks_trace_lazy=False, memlock_footprint=True),
-    HtabPolicy("v6.2", "ma", V6_2, False, "6.2-6.5", "bpf_mem_alloc 6.2: refill reuses objects waiting to be handed to RCU",
+    HtabPolicy("v6.2", "ma", V6_2, False, "6.2-6.3", "bpf_mem_alloc 6.2: refill reuses objects waiting to be handed to RCU",
                tasks_trace_lazy=False, memlock_footprint=True),
+    HtabPolicy("v6.4", "ma", V6_2, False, "6.4-6.5", "the 6.2 allocator; fdinfo memlock is htab_map_mem_usage() (304849a27b34)",
+               tasks_trace_lazy=False),
     HtabPolicy("v6.6", "ma", V6_6, False, "6.6-6.18", "bpf_mem_alloc 6.6+: _ttrace lists, tgt hint, reuse during the GP"),
     HtabPolicy("free_rcu", "ma", V6_6, True, "proposal", "v6.6 allocator, htab frees with bpf_mem_cache_free_rcu"),
     HtabPolicy("prealloc", "prealloc", None, False, "all", "preallocated: pcpu_freelist + per-CPU extra_elems"),
@@ -83,7 +86,7 @@ POLICIES: dict[str, HtabPolicy] = {p.name: p for p in (
 # --policy groups: "all" = the kernel profiles and the merged variants (as before the proposals existed);
 # "proposals" = the RFCs of the immediate-reuse debate; "everything" = both
 GROUPS: dict[str, tuple[str, ...]] = {
-    "all": ("v6.1", "v6.2", "v6.6", "free_rcu", "prealloc", "kmalloc_rcu"),
+    "all": ("v6.1", "v6.2", "v6.4", "v6.6", "free_rcu", "prealloc", "kmalloc_rcu"),
     "proposals": ("no_reuse", "reuse_after_gp", "free_after_gp", "delayed_free", "reuse_after_gp_global",
                   "reuse_after_gp_pcpu"),
 }
@@ -97,13 +100,14 @@ def expand_policy(name: str) -> list[str]:
 
 # Every release from 6.1 to 6.19 and the profile that models it (named by the first release it applies
 # to).  Changes inside a range that the model does not (yet) tell apart are listed with their commits.
-RELEASES: dict[str, str] = {f"v6.{n}": ("v6.1" if n == 1 else "v6.2" if n <= 5 else "v6.6") for n in range(1, 20)}
+RELEASES: dict[str, str] = {f"v6.{n}": ("v6.1" if n == 1 else "v6.2" if n <= 3 else "v6.4" if n <= 5 else "v6.6")
+                            for n in range(1, 20)}
 RELEASE_NOTES: dict[str, str] = {
     "v6.1": "bpf_mem_alloc for non-preallocated hash maps (7c8199e24fa0 series); tasks-trace RCU not lazy",
     "v6.2": "refill reuses objects still on free_by_rcu (0893d6007db5); rcu_barrier skipped when "
             "rcu_trace_implies_rcu_gp() (822ed78fab13)",
-    "v6.4": "fdinfo memlock becomes htab_map_mem_usage() (304849a27b34); before: max_entries x round_up(key + "
-            "value, 8), page-rounded [same profile as v6.2, which prints the 6.2-6.3 memlock]",
+    "v6.4": "fdinfo memlock becomes htab_map_mem_usage() (304849a27b34); before: bpf_map_memory_footprint(), "
+            "max_entries x round_up(key + value, 8), page-rounded",
     "v6.6": "_ttrace lists, bpf_mem_cache_free_rcu (5af6807bdb10), rcu_request_urgent_qs_task; "
             "call_rcu_tasks_trace lazy, ~250 ms (d119357d0743)",
     "v6.7": "IRQs restored after irq_work_raise() in unit_alloc/unit_free (566f6de3cea3, 62cf51cb0ebe) "
