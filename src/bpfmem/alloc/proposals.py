@@ -121,9 +121,6 @@ class _Proposal(V6_2):
     rfc = ""
     free_kind = "free_after_gp"
 
-    def __init__(self, watermarks: Any = None) -> None:
-        super().__init__(watermarks)
-
 
 # ---------------------------------------------------------------------------------------------------
 # RFC v1 (no_reuse) and RFC v3 4/6 (free_after_gp): a per-CPU free context drained by a kworker
