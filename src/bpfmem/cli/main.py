@@ -394,7 +394,7 @@ def policies_cmd(as_json: bool) -> None:
     """List the element memory policies the model knows, and which one models each release 6.1 .. 6.19."""
     from ..maps.policies import RELEASE_NOTES
     rows = [{"name": p.name, "kind": "policy", "kernel": p.kernel, "description": p.description,
-             "group": next((g for g in ("all", "proposals") if p.name in GROUPS[g]), ""), **reader_verdicts(p.name)}
+             "group": next((g for g in ("all", "proposals", "everything") if p.name in GROUPS[g]), ""), **reader_verdicts(p.name)}
             for p in POLICIES.values()]
     rows += [{"name": r, "kind": "release", "kernel": r[1:], "profile": prof, "description": RELEASE_NOTES.get(r, "")}
              for r, prof in RELEASES.items()]
