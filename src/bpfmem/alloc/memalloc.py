@@ -267,6 +267,16 @@ def free_one(c: BpfMemCache, obj: MemObj) -> None:
     c.kfrees += 1
 
 
+def free_lists(c: BpfMemCache, owner: Any, names: tuple[str, ...]) -> int:
+    """Detach each named list of ``owner`` (the cache, or a proposal's state) and free it: the count."""
+    n = 0
+    for name in names:
+        objs = getattr(owner, name)
+        setattr(owner, name, [])
+        n += free_all(c, objs)
+    return n
+
+
 def free_all(c: BpfMemCache, objs: list[MemObj]) -> int:
     """``free_all()``: free a detached list; returns the count."""
     if c.anon:
@@ -819,12 +829,8 @@ def bpf_mem_alloc_init(ma: BpfMemAlloc, size: int, percpu: bool, objcg: MemCgrou
 
 def drain_mem_cache(c: BpfMemCache) -> int:
     """``drain_mem_cache()``: free every list of the cache now."""
-    n = 0
-    for name in ("free_by_rcu_ttrace", "waiting_for_gp_ttrace", "free_llist", "free_llist_extra",
-                 "free_by_rcu", "free_llist_extra_rcu", "waiting_for_gp"):
-        objs = getattr(c, name)
-        setattr(c, name, [])
-        n += free_all(c, objs)
+    n = free_lists(c, c, ("free_by_rcu_ttrace", "waiting_for_gp_ttrace", "free_llist", "free_llist_extra",
+                          "free_by_rcu", "free_llist_extra_rcu", "waiting_for_gp"))
     c.free_cnt = 0
     if c.prop is not None:
         n += c.ma.profile.drain(c)

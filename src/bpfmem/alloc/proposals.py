@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 from ..rcu import call_rcu, call_rcu_tasks_trace
 from ..sim import Timer
-from .memalloc import NUMA_NO_NODE, QUIET_FOREVER, BpfMemCache, alloc_bulk, free_all, irq_work_raise
+from .memalloc import NUMA_NO_NODE, QUIET_FOREVER, BpfMemCache, alloc_bulk, free_all, free_lists, irq_work_raise
 from .policy import V6_2
 
 NSEC_PER_JIFFY = 4_000_000          # HZ=250, as the reference machine
@@ -364,13 +364,7 @@ class ReuseAfterGp(_Proposal):
         p.free_cb_in_progress = False
 
     def drain(self, c: BpfMemCache) -> int:
-        p: ReuseCtx = c.prop
-        n = 0
-        for name in ("prepare_reuse", "reuse_ready", "wait_for_free"):
-            objs = getattr(p, name)
-            setattr(p, name, [])
-            n += free_all(c, objs)
-        return n
+        return free_lists(c, c.prop, ("prepare_reuse", "reuse_ready", "wait_for_free"))
 
     def callbacks_in_flight(self, c: BpfMemCache) -> int:
         p: ReuseCtx = c.prop
@@ -503,16 +497,9 @@ class ReuseAfterGpGlobal(_Proposal):
 
     def drain(self, c: BpfMemCache) -> int:
         p: GlobalCtx = c.prop
-        n = 0
-        for name in ("prepare_reuse", "free_by_rcu"):
-            objs = getattr(p, name)
-            setattr(p, name, [])
-            n += free_all(c, objs)
-        if p.owner:
-            for name in ("reuse_ready", "wait_for_free"):
-                objs = getattr(p.sc, name)
-                setattr(p.sc, name, [])
-                n += free_all(c, objs)
+        n = free_lists(c, p, ("prepare_reuse", "free_by_rcu"))
+        if p.owner:                             # the allocator's shared lists, once
+            n += free_lists(c, p.sc, ("reuse_ready", "wait_for_free"))
         return n
 
     def callbacks_in_flight(self, c: BpfMemCache) -> int:
@@ -635,13 +622,7 @@ class ReuseAfterGpPcpu(_Proposal):
         p.free_rcu_in_progress = False
 
     def drain(self, c: BpfMemCache) -> int:
-        p: PcpuCtx = c.prop
-        n = 0
-        for name in ("free_by_rcu", "reuse_ready", "wait_for_free"):
-            objs = getattr(p, name)
-            setattr(p, name, [])
-            n += free_all(c, objs)
-        return n
+        return free_lists(c, c.prop, ("free_by_rcu", "reuse_ready", "wait_for_free"))
 
     def callbacks_in_flight(self, c: BpfMemCache) -> int:
         p: PcpuCtx = c.prop
