@@ -32,6 +32,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     (["bench", "htab-mem", "--batch", "9000", "--cpus", "2", "--max-entries", "8192"], "--batch"),
     (["bench", "htab-mem", "--use-case", "add_del_on_diff_cpu", "--cpus", "3"], "--cpus"),
     (["bench", "htab-mem", "--plot", "x.txt"], "--plot"),
+    (["bench", "htab-mem", "--map-type", "array"], "--map-type"),
     (["bench", "htab-mem", "--plot", "/no/such/dir/x.png"], "--plot"),
 ])
 def test_bad_options_exit_2_with_one_line_naming_the_option(args: list[str], option: str,
@@ -53,6 +54,24 @@ def test_json_document_has_the_promised_keys(capsys: pytest.CaptureFixture[str])
         assert r["series"] and all(len(p) == 2 for p in r["series"])
         assert sum(r["breakdown"].values()) > 0
     assert doc["backend"]["seed"] == 0
+
+
+@pytest.mark.parametrize("map_type", ["percpu_hash", "lru_hash", "lru_percpu_hash"])
+def test_map_type_runs_that_map_and_says_so(map_type: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run_cli(["bench", "htab-mem", "--map-type", map_type, "--use-case", "overwrite", *QUICK, "--json"],
+                         capsys)
+    assert rc == 0
+    doc = json.loads(out)
+    assert doc["params"]["map_type"] == map_type
+    (r,) = doc["results"]
+    assert not r["errors"]
+    if map_type.startswith("lru"):          # preallocated: the charge is made at creation and never moves
+        assert r["peak_bytes"] == r["create_bytes"] and "lru_lists" in r["breakdown"]
+        assert r["uncharged"]["lru_lists"] > 0
+    else:
+        assert r["peak_bytes"] > r["create_bytes"]
+    rc, out, _ = run_cli(["bench", "htab-mem", "--map-type", map_type, "--use-case", "overwrite", *QUICK], capsys)
+    assert rc == 0 and f"Map type {map_type}" in out
 
 
 def test_same_seed_gives_byte_identical_json() -> None:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bpfmem.maps import (BPF_F_NO_PREALLOC, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_HASH,
-                         E2BIG, EINVAL, ENOMEM, EPERM, BpfError, BpfHtab, Creds, MapAttr, bpf_obj_name_cpy,
+                         E2BIG, EINVAL, ENOMEM, ENOTSUPP, EPERM, BpfError, BpfHtab, Creds, MapAttr, bpf_obj_name_cpy,
                          htab_map_alloc_limits, htab_map_create_check, map_create_check)
 
 from ..conftest import make_world
@@ -83,12 +83,13 @@ def test_no_common_lru_rounds_max_entries_to_the_cpus() -> None:
         assert e.value.errno == E2BIG
 
 
-def test_lru_maps_have_creation_rules_only() -> None:
+def test_lru_maps_are_preallocated_and_refuse_no_prealloc() -> None:
     w = make_world(2)
-    with pytest.raises(NotImplementedError):
-        BpfHtab(w.m, w.mm, w.rcu, MapAttr(LRU, 4, 8, 16), w.memcg)
-    with pytest.raises(BpfError):
+    h = BpfHtab(w.m, w.mm, w.rcu, MapAttr(LRU, 4, 8, 16), w.memcg)
+    assert h.lru and h.prealloc and h.elems_kind == "prealloc"
+    with pytest.raises(BpfError) as e:
         BpfHtab(w.m, w.mm, w.rcu, MapAttr(LRU, 4, 8, 16, BPF_F_NO_PREALLOC), w.memcg)
+    assert e.value.errno == ENOTSUPP
 
 
 def test_a_bad_name_frees_the_map_it_was_checked_after() -> None:

@@ -12,7 +12,7 @@ from bpfmem.maps.policies import RELEASES, get_policy
 
 
 def test_every_release_from_6_1_to_6_19_has_a_profile() -> None:
-    assert list(RELEASES) == [f"v6.{n}" for n in range(1, 20)]
+    assert list(RELEASES) == [f"v6.{n}" for n in range(1, 20)] + ["v7.0"]
     assert {r: get_policy(r).name for r in ("v6.1", "v6.3", "v6.4", "v6.5", "v6.6", "v6.18")} == \
         {"v6.1": "v6.1", "v6.3": "v6.2", "v6.4": "v6.4", "v6.5": "v6.4", "v6.6": "v6.6", "v6.18": "v6.6"}
     with pytest.raises(ValueError, match="v6.1..v6.19"):
@@ -77,3 +77,29 @@ def test_6_4_and_6_5_run_the_6_2_allocator_with_only_the_memlock_changed(capsys:
         for k in ("policy", "memlock_bytes"):
             r.pop(k)
     assert a == b
+
+
+def test_the_7_0_prediction_runs_tasks_trace_on_srcu_fast() -> None:
+    from bpfmem.rcu import RCU_DEFAULT
+    now, nxt = ModelBackend(2, "v6.18"), ModelBackend(2, "v7.0")
+    assert get_policy("v7.0").prediction and not get_policy("v6.18").prediction
+    assert now.rcu.tasks_trace.lazy and not nxt.rcu.tasks_trace.lazy
+    m = nxt.rcu.tasks_trace.model
+    assert m.gp_min_ns >= 2 * RCU_DEFAULT.gp_min_ns and m.gp_max_ns >= 2 * RCU_DEFAULT.gp_max_ns
+    assert m.gp_sleep_ns == 0
+
+
+def test_the_7_0_prediction_releases_parked_memory_sooner_and_says_it_is_a_prediction(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench", "htab-mem", "--policy", "next", "--use-case", "batch_add_batch_del", "--cpus", "4",
+            "--duration", "0.5", "--idle", "0.5", "--value-size", "1024", "--batch", "1000"]
+    assert main([*args, "--json", "--quiet"]) == 0
+    res = {r["policy"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert set(res) == {"v6.6", "v7.0"}
+    # the poke's freed objects wait for the lazy timer (~250 ms) today, for a ~2-RCU-GP grace period on SRCU-fast
+    assert res["v6.6"]["poke_release_ms"] > 250 and res["v7.0"]["poke_release_ms"] < 100, \
+        (res["v6.6"]["poke_release_ms"], res["v7.0"]["poke_release_ms"])
+    # the steady footprint does not move: since 6.6 refills reuse objects still waiting for the GP
+    assert res["v7.0"]["steady_bytes"] == pytest.approx(res["v6.6"]["steady_bytes"], rel=0.05)
+    assert main([*args, "--quiet"]) == 0
+    assert "v7.0 is a prediction" in capsys.readouterr().out

@@ -17,16 +17,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from ..maps import BPF_F_NO_PREALLOC, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, ERRNO_NAMES, BpfHtab, MapAttr
+from ..maps import (BPF_F_NO_PREALLOC, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                    BPF_MAP_TYPE_PERCPU_HASH, ERRNO_NAMES, BpfHtab, MapAttr)
 from ..maps.policies import HtabPolicy, get_policy
 from ..mm import MemCgroup, Mm
-from ..rcu import RCU_DEFAULT, TASKS_TRACE_DEFAULT, GpModel, Rcu
+from ..rcu import RCU_DEFAULT, TASKS_TRACE_DEFAULT, GpModel, Rcu, srcu_fast_tasks_trace
 from ..sim import NSEC_PER_MSEC, Cpu, Machine, RandomScheduler
 from .costs import DEFAULT_COSTS, CostModel
 from .memo import InvocationMemo, Tally
-from .protocol import Invocation, MapSpec, MemorySample, Producer, RunCounts
+from .protocol import LRU_MAP_TYPES, Invocation, MapSpec, MemorySample, Producer, RunCounts
 
 
+MODEL_MAP_TYPES = {"hash": BPF_MAP_TYPE_HASH, "percpu_hash": BPF_MAP_TYPE_PERCPU_HASH,
+                   "lru_hash": BPF_MAP_TYPE_LRU_HASH, "lru_percpu_hash": BPF_MAP_TYPE_LRU_PERCPU_HASH}
 CHUNK = 1024  # keys per model step of a long invocation
 
 
@@ -78,7 +81,9 @@ class ModelBackend:
         self.machine.identity = identity       # False: parked objects are counted, not made one by one
         self.ncpus = ncpus
         self.mm = Mm(self.machine)
-        if not self.policy.tasks_trace_lazy:     # before 6.6 (d119357d0743): no lazy batching of callbacks
+        if self.policy.tasks_trace_srcu_fast:    # prediction: tasks-trace RCU on SRCU-fast (7.0)
+            tasks_trace_model = srcu_fast_tasks_trace(rcu_model)
+        elif not self.policy.tasks_trace_lazy:   # before 6.6 (d119357d0743): no lazy batching of callbacks
             tasks_trace_model = replace(tasks_trace_model, lazy_delay_ns=0)
         self.rcu = Rcu(self.machine, rcu_model, tasks_trace_model, trace_implies_rcu_gp=trace_implies_rcu_gp)
         self.memcg = self.mm.root_memcg.child("bpfmem")
@@ -95,12 +100,13 @@ class ModelBackend:
 
     # -- maps -------------------------------------------------------------------
     def map_create(self, spec: MapSpec) -> ModelMap:
-        map_type = BPF_MAP_TYPE_PERCPU_HASH if spec.map_type == "percpu_hash" else BPF_MAP_TYPE_HASH
-        prealloc = self.policy.elems == "prealloc" or not spec.no_prealloc
+        map_type = MODEL_MAP_TYPES[spec.map_type]
+        prealloc = self.policy.elems == "prealloc" or not spec.no_prealloc or spec.map_type in LRU_MAP_TYPES
         attr = MapAttr(map_type, spec.key_size, spec.value_size, spec.max_entries,
                        0 if prealloc else BPF_F_NO_PREALLOC)
         htab = BpfHtab(self.machine, self.mm, self.rcu, attr, self.memcg, profile=self.policy.make_profile(),
-                       elems="ma" if prealloc else self.policy.elems, free_rcu=self.policy.free_rcu)
+                       elems="ma" if prealloc else self.policy.elems, free_rcu=self.policy.free_rcu,
+                       lru_scaled_target=self.policy.lru_scaled_target)
         htab.memlock_footprint = self.policy.memlock_footprint
         m = ModelMap(spec, htab, self.memcg)
         if self.memo:
@@ -122,6 +128,10 @@ class ModelBackend:
         bd = h.breakdown() if (self.want_breakdown and not h.closed) else None
         return MemorySample(self.machine.engine.now, m.memcg.usage, 0 if h.closed else h.mem_usage(), bd,
                             phase or self.phase)
+
+    def uncharged(self, m: ModelMap) -> dict[str, int]:
+        """What the map holds outside any cgroup's charge (``BpfHtab.uncharged``)."""
+        return {} if m.htab.closed else m.htab.uncharged()
 
     def samples(self, m: ModelMap) -> list[MemorySample]:
         return m.samples

@@ -23,7 +23,8 @@ from typing import Protocol
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 
 OP_KINDS = ("update", "delete", "lookup")
-MAP_TYPES = ("hash", "percpu_hash")
+MAP_TYPES = ("hash", "percpu_hash", "lru_hash", "lru_percpu_hash")
+LRU_MAP_TYPES = ("lru_hash", "lru_percpu_hash")       # always preallocated: no_prealloc does not apply
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ memory, peak) plus what it cannot show:
   ``after_close_bytes``: the parking study of docs/measurements.md §1;
 - ``memlock_bytes``: fdinfo ``memlock`` at the end of the run phase;
 - ``breakdown``: bytes per list at the end of the run phase (model only);
+- ``uncharged``: bytes the map holds that no cgroup is charged for (model only);
 - ``series``: (time s, bytes) samples of every phase, and per list.
 
 All byte counts are the map's own memcg charge (the bench's cgroup also holds
@@ -59,6 +60,7 @@ class HtabMemResult:
     series: list[list[float]] = field(default_factory=list)
     breakdown_series: dict[str, list[int]] | None = None
     phases: list[list[Any]] = field(default_factory=list)
+    uncharged: dict[str, int] | None = None     # model only: bytes no cgroup pays for (not in the charge)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +110,8 @@ def run_htab_mem(backend: Backend, wl: HtabMemWorkload, policy: str, *, duration
     backend.idle(m, idle_ns, "after_poke")
     after_poke = backend.sample(m, "after_poke")
     peak = backend.peak(m)
+    uncharged_of = getattr(backend, "uncharged", None)
+    uncharged = uncharged_of(m) if uncharged_of is not None else None
     say("close")
     closed = backend.map_close(m)
     samples = backend.samples(m)
@@ -132,5 +136,5 @@ def run_htab_mem(backend: Backend, wl: HtabMemWorkload, policy: str, *, duration
         poke_release_ms=release_delay_ms(samples, t_poke, after_poke.t_ns),
         memlock_bytes=end_sample.memlock, breakdown=end_sample.breakdown,
         series=[[round((s.t_ns - t0) / 1e9, 6), s.charged] for s in samples],
-        breakdown_series=bseries, phases=phases,
+        breakdown_series=bseries, phases=phases, uncharged=uncharged,
     )

@@ -125,14 +125,14 @@ def _fmt(v: float | None, unit: str) -> str:
               help=f"Exit 1 if the model is outside its tolerance: steady/peak bytes outside the kernel's range "
                    f"(± its resolution) and more than {CHECK_BYTES:.0%} off, or map ops/s more than "
                    f"{CHECK_OPS:.0%} off.")
-def compare(policy: str, use_case: str, cpus: int | None, value_size: int, max_entries: int | None, batch: int,
+def compare(policy: str, use_case: str, map_type: str, cpus: int | None, value_size: int, max_entries: int | None, batch: int,
             duration: float, idle: float, poke: int, seed: int, profile_path: str | None, driver: str,
             as_json: bool, quiet: bool, repeat: int, elem_charge: bool, check: bool) -> None:
     """Run the same workload on the model and on the kernel, side by side, with the model's error."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0))
     policies = kernel_policies(policy)
-    workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke,
+    workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke, map_type=map_type,
                                 runs_per_use_case=len(policies) * (repeat + 1),
                                 preallocated="prealloc" in policies, simulated_s=duration + 2 * idle,
                                 sample_interval_ms=1.0)
@@ -175,7 +175,7 @@ def compare(policy: str, use_case: str, cpus: int | None, value_size: int, max_e
             elem = {"value_size": value_size, "model": mc, "kernel": kc, "model_rounded": round(mc),
                     "kernel_rounded": round(kc), "exact": round(mc) == round(kc)}
     doc = {"tool": "bpfmem", "version": __version__, "command": "compare",
-           "params": {"use_case": use_case, "policy": policy, "cpus": cpus, "value_size": value_size,
+           "params": {"use_case": use_case, "map_type": map_type, "policy": policy, "cpus": cpus, "value_size": value_size,
                       "max_entries": max_entries, "batch": batch, "duration_s": duration, "idle_s": idle,
                       "poke": poke, "seed": seed, "repeat": repeat, "driver": driver},
            "model": {"profile": profile.name, "source": profile.source}, "kernel": kinfo,
@@ -208,8 +208,9 @@ def _print_compare(doc: dict[str, Any], profile_name: str, profile_source: str, 
     console = Console(width=None if sys.stdout.isatty() else 200)
     units = dict(COMPARED)
     for case in cases:
+        mt = doc["params"].get("map_type", "hash")
         t = Table(title=f"{case['use_case']} / {case['policy']}: model vs kernel ({plural(repeat, 'kernel run')}, "
-                        f"{plural(cpus, 'CPU')}, value {value_size} B)")
+                        f"{plural(cpus, 'CPU')}, {mt}, value {value_size} B)")
         for c in ("metric", "model", "kernel mean", "kernel min–max", "model error", "in kernel range ±res"):
             t.add_column(c, justify="left" if c == "metric" else "right", no_wrap=c == "metric")
         for name, s in case["metrics"].items():

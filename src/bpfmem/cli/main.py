@@ -20,6 +20,7 @@ from .params import Finite, check_output_path
 from .progress import progress
 from .. import __version__
 from ..backend.model import ModelBackend
+from ..backend.protocol import LRU_MAP_TYPES, MAP_TYPES
 from ..bench import run_htab_mem
 from ..kernel import DRIVERS
 from ..maps.policies import GROUPS, POLICIES, RELEASES, expand_policy, get_policy
@@ -66,8 +67,9 @@ def _choices_with_all(values: list[str] | tuple[str, ...]) -> click.Choice:
 
 
 POLICY_CHOICE = click.Choice([*POLICIES, *RELEASES, *GROUPS])
-POLICY_HELP = ("Element memory policy: a kernel profile, a release (v6.1..v6.19), a proposal, or a group: all (the "
-               "kernel profiles and merged variants), proposals (the RFCs of the reuse debate), everything.")
+POLICY_HELP = ("Element memory policy: a kernel profile, a release (v6.1..v6.19; v7.0 is a prediction), a proposal, "
+               "or a group: all (the kernel profiles and merged variants), proposals (the RFCs of the reuse debate), "
+               "everything, next (v6.6 beside the v7.0 prediction).")
 
 
 def workload_options(fn: Any) -> Any:
@@ -75,6 +77,9 @@ def workload_options(fn: Any) -> Any:
     opts = [
         click.option("--use-case", type=_choices_with_all(USE_CASES), default="all", show_default=True,
                      help="htab-mem use case, or all."),
+        click.option("--map-type", type=click.Choice(list(MAP_TYPES)), default="hash", show_default=True,
+                     help="Hash map type.  LRU maps are always preallocated (the policy's element store does "
+                          "not apply) and evict instead of failing when full."),
         click.option("--cpus", type=click.IntRange(1, 256), default=None,
                      help="Producer CPUs (-p) [default: 8 on the model, this machine's CPUs on the kernel]."),
         click.option("--value-size", type=click.IntRange(1, 4096), default=8, show_default=True,
@@ -105,7 +110,7 @@ def workload_options(fn: Any) -> Any:
 
 
 def workload_configs(use_case: str, cpus: int, value_size: int, max_entries: int | None, batch: int,
-                     poke: int) -> dict[str, HtabMemConfig]:
+                     poke: int, map_type: str = "hash") -> dict[str, HtabMemConfig]:
     """The configuration of each chosen use case (cheap: no keys are made yet)."""
     use_cases = list(USE_CASES) if use_case == "all" else [use_case]
     out = {}
@@ -116,19 +121,20 @@ def workload_configs(use_case: str, cpus: int, value_size: int, max_entries: int
         if entries is None:
             keys = batch * (cpus // 2 if uc == "add_del_on_diff_cpu" else cpus)
             entries = max(8192, 64 * cpus, keys, poke)
-        out[uc] = HtabMemConfig(uc, cpus, value_size, entries, batch, poke=poke)
+        out[uc] = HtabMemConfig(uc, cpus, value_size, entries, batch, poke=poke, map_type=map_type)
     if not out:
         fail("--cpus", "no use case can run with these options")
     return out
 
 
 def build_workloads(use_case: str, cpus: int, value_size: int, max_entries: int | None, batch: int,
-                    poke: int, *, runs_per_use_case: int = 1, preallocated: bool = False,
+                    poke: int, *, map_type: str = "hash", runs_per_use_case: int = 1, preallocated: bool = False,
                     simulated_s: float = 0.0, sample_interval_ms: float = 10.0) -> dict[str, HtabMemWorkload]:
     """Workloads for the chosen use cases; bad combinations fail naming the option, and so does a
     set of runs that would need more memory than this machine has (priced before anything is built)."""
-    configs = workload_configs(use_case, cpus, value_size, max_entries, batch, poke)
-    check_footprint(list(configs.values()), runs_per_use_case, preallocated, simulated_s, sample_interval_ms)
+    configs = workload_configs(use_case, cpus, value_size, max_entries, batch, poke, map_type)
+    check_footprint(list(configs.values()), runs_per_use_case, preallocated or map_type in LRU_MAP_TYPES,
+                    simulated_s, sample_interval_ms)
     out = {}
     for uc, cfg in configs.items():
         try:
@@ -249,7 +255,7 @@ def open_kernel(cpus: int, driver: str, policy: str) -> Any:
               help="Print where the bytes sit [default: when at most 3 results].")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write memory over time per list to this .png/.svg/.pdf file [default: no plot].")
-def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, value_size: int,
+def bench_htab_mem(policy: str, backend: str, use_case: str, map_type: str, cpus: int | None, value_size: int,
                    max_entries: int | None, batch: int, duration: float, idle: float, poke: int, seed: int,
                    profile_path: str | None, driver: str, as_json: bool, sample_interval: float | None,
                    fast_forward: bool, breakdown: bool | None, plot: str | None, quiet: bool) -> None:
@@ -258,8 +264,8 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, v
     if cpus is None:
         cpus = 8 if backend == "model" else len(os.sched_getaffinity(0))
     policies = kernel_policies(policy) if backend == "kernel" else expand_policy(policy)
-    workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke, runs_per_use_case=len(policies),
-                                preallocated=backend == "model" and any(get_policy(p).elems == "prealloc"
+    workloads = build_workloads(use_case, cpus, value_size, max_entries, batch, poke, map_type=map_type,
+                                runs_per_use_case=len(policies), preallocated=backend == "model" and any(get_policy(p).elems == "prealloc"
                                                                         for p in policies),
                                 simulated_s=duration + 2 * idle,
                                 sample_interval_ms=sample_interval or (10.0 if backend == "model" else 1.0))
@@ -296,7 +302,7 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, cpus: int | None, v
         backend_info.pop("kernel", None)
     doc = {
         "tool": "bpfmem", "version": __version__, "command": "bench htab-mem",
-        "params": {"use_case": use_case, "policy": policy, "backend": backend, "cpus": cpus,
+        "params": {"use_case": use_case, "map_type": map_type, "policy": policy, "backend": backend, "cpus": cpus,
                    "value_size": value_size, "max_entries": max_entries, "batch": batch, "duration_s": duration,
                    "idle_s": idle, "poke": poke, "seed": seed, "sample_interval_ms": sample_interval,
                    "fast_forward": fast_forward, "driver": driver if backend == "kernel" else None},
@@ -394,7 +400,8 @@ def policies_cmd(as_json: bool) -> None:
     """List the element memory policies the model knows, and which one models each release 6.1 .. 6.19."""
     from ..maps.policies import RELEASE_NOTES
     rows = [{"name": p.name, "kind": "policy", "kernel": p.kernel, "description": p.description,
-             "group": next((g for g in ("all", "proposals", "everything") if p.name in GROUPS[g]), ""), **reader_verdicts(p.name)}
+             "group": next((g for g in ("all", "proposals", "everything", "next") if p.name in GROUPS[g]), ""),
+             **reader_verdicts(p.name)}
             for p in POLICIES.values()]
     rows += [{"name": r, "kind": "release", "kernel": r[1:], "profile": prof, "description": RELEASE_NOTES.get(r, "")}
              for r, prof in RELEASES.items()]
@@ -422,7 +429,7 @@ def policies_cmd(as_json: bool) -> None:
 
 
 # the explorer policy whose free path a bench policy's hash map uses (None: not explored)
-EXPLORED_AS = {"v6.1": "free", "v6.2": "free", "v6.4": "free", "v6.6": "free", "prealloc": "free", "free_rcu": "free_rcu",
+EXPLORED_AS = {"v6.1": "free", "v6.2": "free", "v6.4": "free", "v6.6": "free", "v7.0": "free", "prealloc": "free", "free_rcu": "free_rcu",
                "delayed_free": "call_rcu_free", "kmalloc_rcu": None}
 
 

@@ -32,12 +32,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backend.protocol import Invocation, MapSpec, MemorySample, Producer, RunCounts
+from ..backend.protocol import LRU_MAP_TYPES, Invocation, MapSpec, MemorySample, Producer, RunCounts
 from . import DRIVERS
 from . import syscall as S
 from . import uapi as U
 from .cgroup import ChildMemcg, MemcgLayout, create_in, memcg_layout
 from .lifecycle import fork, kill_and_reap
+
+KERNEL_MAP_TYPES = {"hash": U.BPF_MAP_TYPE_HASH, "percpu_hash": U.BPF_MAP_TYPE_PERCPU_HASH,
+                    "lru_hash": U.BPF_MAP_TYPE_LRU_HASH, "lru_percpu_hash": U.BPF_MAP_TYPE_LRU_PERCPU_HASH}
 
 
 
@@ -200,8 +203,9 @@ class KernelBackend:
 
     # -- maps -------------------------------------------------------------------------------
     def map_create(self, spec: MapSpec) -> KernelMap:
-        mtype = U.BPF_MAP_TYPE_PERCPU_HASH if spec.map_type == "percpu_hash" else U.BPF_MAP_TYPE_HASH
-        flags = U.BPF_F_NO_PREALLOC if (spec.no_prealloc and self.policy != "prealloc") else 0
+        mtype = KERNEL_MAP_TYPES[spec.map_type]
+        lru = spec.map_type in LRU_MAP_TYPES          # always preallocated (BPF_F_NO_PREALLOC is -ENOTSUPP)
+        flags = U.BPF_F_NO_PREALLOC if (spec.no_prealloc and self.policy != "prealloc" and not lru) else 0
         # values no attr field can hold are refused here (ValueError): the creating child forwards only OSError
         S.check_map_create_attr(spec.key_size, spec.value_size, spec.max_entries, flags, map_type=mtype)
         cg = ChildMemcg(self.layout, "map")

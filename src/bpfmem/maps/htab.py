@@ -12,6 +12,8 @@ Models: kernel/bpf/hashtab.c @ v6.18 (``htab_map_alloc``,
 - ``PreallocElems`` (default flags): ``max_entries + num_possible_cpus()``
   elements in one ``bpf_map_area_alloc``, a ``pcpu_freelist`` and one spare
   element per CPU (``extra_elems``) swapped in on update-replace.
+- ``LruElems`` (LRU types, always preallocated): ``max_entries`` elements on
+  a ``bpf_lru`` (maps/bpf_lru.py); a full map evicts instead of failing.
 - ``KmallocRcuElems`` (``BPF_F_NO_PREALLOC`` before 6.1): one
   ``bpf_map_kmalloc_node(GFP_NOWAIT)`` per element, ``call_rcu`` + kfree on
   free.
@@ -28,7 +30,7 @@ order (``map_create_prologue`` with ``htab_map_alloc_check``, then
 ``htab_map_create_check`` is the same without allocating.
 
 Deviations: buckets are not modelled one by one (a dict finds keys; the bucket
-array is charged exactly); hashing, LRU maps (only their creation rules),
+array is charged exactly); hashing,
 special fields (timers, kptrs) and rqspinlock failures are not modelled.
 """
 
@@ -47,6 +49,7 @@ from ..mm import (GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, MemCgroup, MemObj, Mm
                   pcpu_obj_full_size)
 from ..rcu import Rcu, call_rcu, rcu_barrier
 from ..sim import Cpu, Machine
+from .bpf_lru import BpfLru, BpfLruNode
 from .batch import delete_runs, runs_allowed, update_runs
 from .base import (BPF_EXIST, BPF_F_ACCESS_MASK, BPF_F_LOCK, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC,
                    BPF_F_NUMA_NODE, BPF_F_ZERO_SEED, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
@@ -349,6 +352,73 @@ class PreallocElems:
         self.area = None
 
 
+class LruElems:
+    """LRU maps: ``max_entries`` preallocated elements on a ``bpf_lru`` (``prealloc_init`` with
+    ``htab_is_lru``: no ``extra_elems``).  An element is popped before the bucket lock
+    (``prealloc_lru_pop``), evicting an old key when none is free, and pushed back on delete or
+    replace (``htab_lru_push_free``)."""
+
+    runs = False
+
+    def __init__(self, htab: BpfHtab, scaled_target: bool = True) -> None:
+        ncpus = htab.m.num_possible_cpus()
+        self.num_entries = htab.max_entries
+        self.area = bpf_map_area_alloc(htab.mm, htab.elem_size * self.num_entries, htab.memcg)
+        if self.area is None:
+            raise BpfError(ENOMEM, "prealloc_init: bpf_map_area_alloc")
+        self.htab = htab
+        self.lru = BpfLru(ncpus, bool(htab.attr.map_flags & BPF_F_NO_COMMON_LRU), self.htab_lru_map_delete_node)
+        nodes = []
+        for i in range(self.num_entries):
+            elem = MemObj(-(i + 1), htab.elem_size, htab.elem_size, 0, None, "prealloc")
+            elem.hdr = BpfLruNode(elem)
+            nodes.append(elem.hdr)
+        self.lru.bpf_lru_populate(nodes, scaled_target)
+        self.evicted = 0
+
+    def htab_lru_map_delete_node(self, node: BpfLruNode) -> bool:
+        """``htab_lru_map_delete_node()``: unlink the element if it is still in its bucket."""
+        htab = self.htab
+        if htab.table.get(node.hash) is not node.owner:
+            return False
+        del htab.table[node.hash]
+        htab.count -= 1
+        self.evicted += 1
+        return True
+
+    def prealloc_lru_pop(self, htab: BpfHtab, cpu: Cpu, key: int) -> MemObj | None:
+        node = self.lru.bpf_lru_pop_free(cpu.id)
+        if node is None:
+            return None
+        node.hash = key
+        htab.count += 1                         # bpf_map_inc_elem_count()
+        return node.owner  # type: ignore[return-value]
+
+    def free(self, htab: BpfHtab, cpu: Cpu, elem: MemObj) -> None:
+        """``htab_lru_push_free()``."""
+        htab.count -= 1
+        self.lru.bpf_lru_push_free(elem.hdr)
+
+    def alloc(self, htab: BpfHtab, cpu: Cpu, old: MemObj | None) -> MemObj | int:
+        raise AssertionError("LRU maps allocate in htab_lru_map_update_elem")
+
+    def after_replace(self, htab: BpfHtab, cpu: Cpu, old: MemObj) -> None:
+        raise AssertionError("LRU maps free in htab_lru_map_update_elem")
+
+    def breakdown(self, htab: BpfHtab) -> dict[str, int]:
+        es = htab.elem_size
+        assert self.area is not None
+        return {"live": htab.count * es, "lru_lists": (self.num_entries - htab.count) * es,
+                "area_rounding": self.area.charge - es * self.num_entries}
+
+    def signature(self, cpus: Sequence[int]) -> tuple[object, ...] | None:
+        return None
+
+    def destroy(self, htab: BpfHtab) -> None:
+        bpf_map_area_free(htab.mm, self.area)
+        self.area = None
+
+
 class KmallocRcuElems:
     """Before 6.1: ``bpf_map_kmalloc_node(GFP_NOWAIT)`` per element, ``call_rcu`` + kfree."""
 
@@ -455,15 +525,15 @@ class BpfHtab:
 
     def __init__(self, machine: Machine, mm: Mm, rcu: Rcu, attr: MapAttr, memcg: MemCgroup | None, *,
                  profile: MemAllocProfile | None = None, elems: str = "ma", free_rcu: bool = False,
-                 sizeof_bpf_htab: int = SIZEOF_BPF_HTAB, creds: Creds = ROOT, nr_node_ids: int = 1) -> None:
+                 sizeof_bpf_htab: int = SIZEOF_BPF_HTAB, creds: Creds = ROOT, nr_node_ids: int = 1,
+                 lru_scaled_target: bool = True) -> None:
         """``BPF_MAP_CREATE`` of a hash map: ``map_create()`` around ``htab_map_alloc()``; raises ``BpfError``
-        with the kernel's errno (``creds``: the creator's capabilities; ``nr_node_ids``: NUMA nodes)."""
+        with the kernel's errno (``creds``: the creator's capabilities; ``nr_node_ids``: NUMA nodes;
+        ``lru_scaled_target``: LRU maps size ``target_free`` from the map, 6.16+)."""
         kattr = map_create_prologue(attr, htab_map_alloc_check, creds, nr_node_ids)
-        if kattr.map_type in (BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH):
-            raise NotImplementedError("LRU hash maps: the model has their creation rules only "
-                                      "(htab_map_create_check)")
         self.m, self.mm, self.rcu, self.attr, self.memcg = machine, mm, rcu, attr, memcg
-        self.percpu = attr.map_type == BPF_MAP_TYPE_PERCPU_HASH
+        self.lru = kattr.map_type in (BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH)
+        self.percpu = attr.map_type in (BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH)
         self.spin_lock = False      # the value holds a struct bpf_spin_lock (from BTF; bench maps have none)
         self.memlock_footprint = False  # fdinfo memlock by bpf_map_memory_footprint() (before 6.4)
         self.prealloc = not attr.map_flags & BPF_F_NO_PREALLOC
@@ -477,7 +547,7 @@ class BpfHtab:
         if self._htab_obj is None:
             raise BpfError(ENOMEM, "htab_map_alloc: struct bpf_htab")
         try:
-            _max_entries, self.n_buckets = htab_map_alloc_limits(kattr, machine.num_possible_cpus())
+            self.max_entries, self.n_buckets = htab_map_alloc_limits(kattr, machine.num_possible_cpus())
         except BpfError:
             self._free_area()
             raise
@@ -488,7 +558,9 @@ class BpfHtab:
         self.elems_kind = "prealloc" if self.prealloc else elems
         try:
             self.elems: ElemStore
-            if self.prealloc:
+            if self.lru:
+                self.elems = LruElems(self, lru_scaled_target)
+            elif self.prealloc:
                 self.elems = PreallocElems(self)
             elif elems in ("ma", "ma_delayed_free"):
                 self.elems = MemAllocElems(self, profile or V6_6(), free_rcu, elems == "ma_delayed_free")
@@ -517,6 +589,8 @@ class BpfHtab:
         key and value into the new element, before ``hlist_nulls_add_head_rcu()`` publishes it."""
         if flags & ~BPF_F_LOCK > BPF_EXIST or (flags & BPF_F_LOCK and (self.percpu or not self.spin_lock)):
             return -EINVAL      # percpu: flags > BPF_EXIST; BPF_F_LOCK needs a bpf_spin_lock in the value
+        if self.lru:
+            return self._lru_update(cpu, key, flags, init)
         cpu.irq_off += 1                                # htab_lock_bucket(): IRQs off
         if cpu.point_hook is not None:
             cpu.point_hook(cpu, "htab_update:locked")
@@ -547,6 +621,52 @@ class BpfHtab:
         if l_old is not None:
             self.elems.after_replace(self, cpu, l_old)
         return 0
+
+    def _lru_update(self, cpu: Cpu, key: int, flags: int, init: Callable[[MemObj], None] | None) -> int:
+        """``htab_lru_map_update_elem()`` and ``__htab_lru_percpu_map_update_elem()`` (6.18).
+
+        The new element is popped *before* the bucket lock, because popping may evict (which takes
+        bucket locks): so the pop can evict any key — the one being updated too, which then makes a
+        ``BPF_EXIST`` update fail with -ENOENT — even when the update itself then fails.  A per-CPU LRU
+        map with ``BPF_EXIST`` pops nothing and copies the value in place; an existing key of a per-CPU
+        map is also updated in place (its ref bit set) and the popped element goes back."""
+        elems: LruElems = self.elems  # type: ignore[assignment]
+        mode = flags & ~BPF_F_LOCK
+        l_new = None
+        if not (self.percpu and mode == BPF_EXIST):
+            l_new = elems.prealloc_lru_pop(self, cpu, key)
+            if l_new is None:
+                return -ENOMEM
+        cpu.irq_off += 1
+        if cpu.point_hook is not None:
+            cpu.point_hook(cpu, "htab_update:locked")
+        l_old = self.table.get(key)
+        ret = 0
+        if l_old is not None and mode == BPF_NOEXIST:
+            ret = -EEXIST
+        elif l_old is None and mode == BPF_EXIST:
+            ret = -ENOENT
+        elif self.percpu and l_old is not None:
+            l_old.hdr.ref = 1                           # bpf_lru_node_set_ref; pcpu_copy_value in place
+            if init is not None:
+                init(l_old)
+        else:
+            assert l_new is not None
+            if init is not None:
+                init(l_new)
+            self.table[key] = l_new
+            if l_old is not None and not self.percpu:
+                l_new.hdr.ref = 1
+            l_new = None if self.percpu else l_new
+        self._unlock(cpu)
+        if self.percpu:
+            if l_new is not None and (ret or l_old is not None):
+                elems.free(self, cpu, l_new)            # the popped element was not used
+        elif ret:
+            elems.free(self, cpu, l_new)  # type: ignore[arg-type]
+        elif l_old is not None:
+            elems.free(self, cpu, l_old)
+        return ret
 
     def delete(self, cpu: Cpu, key: int) -> int:
         """``htab_map_delete_elem()``: 0 or -ENOENT."""
@@ -590,11 +710,16 @@ class BpfHtab:
                 ok += 1
         return ok
 
-    def lookup(self, cpu: Cpu, key: int) -> MemObj | None:
-        """``htab_map_lookup_elem()``: the element (the program's pointer), or None (lockless)."""
+    def lookup(self, cpu: Cpu, key: int, sys: bool = False) -> MemObj | None:
+        """``htab_map_lookup_elem()``: the element (the program's pointer), or None (lockless).  LRU maps:
+        a program's lookup sets the element's ref bit (``htab_lru_map_lookup_elem``), a syscall's does not
+        (``htab_lru_map_lookup_elem_sys``, ``sys``)."""
         if cpu.point_hook is not None:
             cpu.point_hook(cpu, "htab_lookup")
-        return self.table.get(key)
+        elem = self.table.get(key)
+        if self.lru and elem is not None and not sys:
+            elem.hdr.ref = 1
+        return elem
 
     @staticmethod
     def _unlock(cpu: Cpu) -> None:
@@ -612,16 +737,16 @@ class BpfHtab:
             # round_up(max_entries * round_up(key_size + bpf_map_value_size(), 8), PAGE_SIZE), where a per-CPU
             # map's value size is round_up(value_size, 8) for every possible CPU
             value = v * np_ if self.percpu else self.attr.value_size
-            return round_up(self.attr.max_entries * round_up(self.attr.key_size + value, 8), PAGE_SIZE)
+            return round_up(self.max_entries * round_up(self.attr.key_size + value, 8), PAGE_SIZE)
         usage = self.sizeof_bpf_htab + SIZEOF_BUCKET * self.n_buckets + 4 * np_ * HASHTAB_MAP_LOCK_COUNT
         if self.prealloc:
-            assert isinstance(self.elems, PreallocElems)
+            assert isinstance(self.elems, (PreallocElems, LruElems))
             n = self.elems.num_entries
             usage += self.elem_size * n
             if self.percpu:
                 usage += v * np_ * n
-            else:
-                usage += 8 * np_
+            elif not self.lru:
+                usage += 8 * np_        # extra_elems pointers
         else:
             n = self.count
             usage += (self.elem_size + LLIST_NODE_SZ) * n
@@ -634,6 +759,22 @@ class BpfHtab:
         out = {"htab": self._htab_obj.charge if self._htab_obj else 0,
                "buckets": self._buckets.charge if self._buckets else 0}
         out.update(self.elems.breakdown(self))
+        return out
+
+    def uncharged(self) -> dict[str, int]:
+        """Bytes the map holds that no cgroup pays for: allocated in ``htab_map_alloc()`` before
+        ``bpf_map_save_memcg()`` sets ``map->objcg`` (``bpf_map_alloc_percpu`` then charges the root
+        memcg) or without ``__GFP_ACCOUNT`` (``alloc_percpu``): the per-CPU values of a preallocated per-CPU
+        map, the ``extra_elems`` pointers, the per-CPU element counter and an LRU map's per-CPU lists.
+        Measured: a preallocated per-CPU map's charge does not grow with its values (docs/kernel-map.md)."""
+        np_ = self.m.num_possible_cpus()
+        out = {"elem_count": 8 * np_}                           # bpf_map_init_elem_count()
+        if self.prealloc and self.percpu:
+            out["pcpu_values"] = round_up(self.attr.value_size, 8) * np_ * self.elems.num_entries  # type: ignore[union-attr]
+        if self.prealloc and not self.percpu and not self.lru:
+            out["extra_elems"] = 8 * np_                        # alloc_extra_elems(): one pointer per CPU
+        if self.lru:
+            out["lru_lists"] = self.elems.lru.sizeof()  # type: ignore[union-attr]
         return out
 
     def close(self) -> None:
@@ -650,7 +791,7 @@ class BpfHtab:
         self._free_area()
 
     def statistics(self) -> HtabStatistics:
-        return HtabStatistics(self.count, self.attr.max_entries, self.elem_size, self.n_buckets, self.mem_usage(),
+        return HtabStatistics(self.count, self.max_entries, self.elem_size, self.n_buckets, self.mem_usage(),
                               sum(self.breakdown().values()))
 
 

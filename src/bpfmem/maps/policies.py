@@ -10,6 +10,7 @@ if" questions.
 | v6.2        | + refill reuses objects not yet handed to RCU             | 6.2-6.3|
 | v6.4        | v6.2 with fdinfo memlock = htab_map_mem_usage()           | 6.4-6.5|
 | v6.6        | + _ttrace lists, tgt hint, reuse during the GP            | 6.6-6.18 |
+| v7.0        | v6.6 with tasks-trace RCU on SRCU-fast (no lazy timer)    | 7.0, a prediction |
 | free_rcu    | v6.6 with htab freeing through bpf_mem_cache_free_rcu     | proposal (Hou Tao's v9 notes) |
 | prealloc    | no BPF_F_NO_PREALLOC: pcpu_freelist + extra_elems         | all    |
 | kmalloc_rcu | per-element kmalloc + call_rcu                            | < 6.1  |
@@ -49,6 +50,12 @@ class HtabPolicy:
     tasks_trace_lazy: bool = True
     # fdinfo memlock: bpf_map_memory_footprint() before 6.4, htab_map_mem_usage() from 6.4 (304849a27b34)
     memlock_footprint: bool = False
+    # LRU maps take target_free = clamp(max_entries / ncpus / 2, 1, 128) nodes at a time from 6.16
+    # (d4adf1c9ee77); before, always 128.  The v6.6 profile models 6.16+ here.
+    lru_scaled_target: bool = True
+    # prediction: call_rcu_tasks_trace() is call_srcu() on an SRCU-fast struct (rcu/models.py)
+    tasks_trace_srcu_fast: bool = False
+    prediction: bool = False
 
     def make_profile(self) -> MemAllocProfile | None:
         return self.profile() if self.profile is not None else None
@@ -56,32 +63,37 @@ class HtabPolicy:
 
 POLICIES: dict[str, HtabPolicy] = {p.name: p for p in (
     HtabPolicy("v6.1", "ma", V6_1, False, "6.1", "bpf_mem_alloc 6.1: kmalloc-only refill, tasks-trace then call_rcu",
-               tasks_trace_lazy=False, memlock_footprint=True),
+               tasks_trace_lazy=False, memlock_footprint=True, lru_scaled_target=False),
     HtabPolicy("v6.2", "ma", V6_2, False, "6.2-6.3", "bpf_mem_alloc 6.2: refill reuses objects waiting to be handed to RCU",
-               tasks_trace_lazy=False, memlock_footprint=True),
+               tasks_trace_lazy=False, memlock_footprint=True, lru_scaled_target=False),
     HtabPolicy("v6.4", "ma", V6_2, False, "6.4-6.5", "the 6.2 allocator; fdinfo memlock is htab_map_mem_usage() (304849a27b34)",
-               tasks_trace_lazy=False),
+               tasks_trace_lazy=False, lru_scaled_target=False),
     HtabPolicy("v6.6", "ma", V6_6, False, "6.6-6.18", "bpf_mem_alloc 6.6+: _ttrace lists, tgt hint, reuse during the GP"),
+    HtabPolicy("v7.0", "ma", V6_6, False, "7.0 (prediction)",
+               "the 6.18 allocator; tasks-trace RCU on SRCU-fast: no lazy timer, a GP of two RCU GPs",
+               tasks_trace_srcu_fast=True, prediction=True),
     HtabPolicy("free_rcu", "ma", V6_6, True, "proposal", "v6.6 allocator, htab frees with bpf_mem_cache_free_rcu"),
     HtabPolicy("prealloc", "prealloc", None, False, "all", "preallocated: pcpu_freelist + per-CPU extra_elems"),
     HtabPolicy("kmalloc_rcu", "kmalloc_rcu", None, False, "<6.1", "per-element kmalloc(GFP_NOWAIT) + call_rcu",
-               tasks_trace_lazy=False),
+               tasks_trace_lazy=False, lru_scaled_target=False),
     HtabPolicy("no_reuse", "ma", NoReuse, False, "proposal (RFC v1, 2022-12)",
                "never reuse: per-CPU batches, a kworker within 1 s, tasks-trace GP, slab",
-               tasks_trace_lazy=False, memlock_footprint=True),
+               tasks_trace_lazy=False, memlock_footprint=True, lru_scaled_target=False),
     HtabPolicy("reuse_after_gp", "ma", ReuseAfterGp, False, "proposal (RFC v2/v3, 2023-04)",
                "reuse after an RCU GP (a kworker per cache); unreused objects to slab after a tasks-trace GP",
-               tasks_trace_lazy=False),
+               tasks_trace_lazy=False, lru_scaled_target=False),
     HtabPolicy("free_after_gp", "ma", FreeAfterGp, False, "proposal (RFC v3, 2023-04)",
-               "never reuse: per-CPU batches, a kworker within 1 s, RCU GP, slab", tasks_trace_lazy=False),
+               "never reuse: per-CPU batches, a kworker within 1 s, RCU GP, slab", tasks_trace_lazy=False,
+               lru_scaled_target=False),
     HtabPolicy("delayed_free", "ma_delayed_free", V6_2, False, "proposal (RFC v3 5/6, 2023-04)",
                "call_rcu per element, then bpf_mem_cache_free into the 6.2-6.5 allocator (bpf_cpumask 6.4-6.5)",
-               tasks_trace_lazy=False),
+               tasks_trace_lazy=False, lru_scaled_target=False),
     HtabPolicy("reuse_after_gp_global", "ma", ReuseAfterGpGlobal, False, "proposal (RFC v4, 2023-06)",
-               "reuse after an RCU GP by any CPU from one spin-locked list per allocator", tasks_trace_lazy=False),
+               "reuse after an RCU GP by any CPU from one spin-locked list per allocator", tasks_trace_lazy=False,
+               lru_scaled_target=False),
     HtabPolicy("reuse_after_gp_pcpu", "ma", ReuseAfterGpPcpu, False, "proposal (RFC v5, 2023-06)",
                "reuse after an RCU GP by the same CPU; RCU callbacks unbounded; one watermark (32)",
-               tasks_trace_lazy=False),
+               tasks_trace_lazy=False, lru_scaled_target=False),
 )}
 # --policy groups: "all" = the kernel profiles and the merged variants (as before the proposals existed);
 # "proposals" = the RFCs of the immediate-reuse debate; "everything" = both
@@ -92,6 +104,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 # v6.4 differs from v6.2 in fdinfo memlock only: it is in "everything", not in "all"
 GROUPS["everything"] = GROUPS["all"] + ("v6.4",) + GROUPS["proposals"]
+# today's kernel beside the next release's predicted profile
+GROUPS["next"] = ("v6.6", "v7.0")
 
 
 def expand_policy(name: str) -> list[str]:
@@ -121,7 +135,16 @@ RELEASE_NOTES: dict[str, str] = {
              "the model frees after the unlock]",
     "v6.15": "hash buckets on rqspinlock (4fa8d68aa53e): no map_locked counters, lock failure -EDEADLK/-ETIMEDOUT "
              "[same profile as v6.6]",
+    "v6.16": "LRU maps take target_free = clamp(max_entries / CPUs / 2, 1, 128) free nodes at a time instead of "
+             "128 (d4adf1c9ee77) [same profile as v6.6, which models 6.16+ here: for 6.6-6.15 an LRU map smaller "
+             "than 256 x CPUs entries evicts differently; v6.1-v6.4 use 128]",
 }
+
+
+RELEASES["v7.0"] = "v7.0"
+RELEASE_NOTES["v7.0"] = ("PREDICTION (from the mail archive, not checked on a 7.0 kernel): RCU Tasks Trace "
+                         "re-implemented on SRCU-fast (c27cea4416a3 in the rcu tree; call_rcu_tasks_trace() = "
+                         "call_srcu(), rcu_tasks_trace_lazy_ms removed): no ~250 ms lazy batching of freed objects")
 
 
 def get_policy(name: str) -> HtabPolicy:
@@ -130,4 +153,4 @@ def get_policy(name: str) -> HtabPolicy:
         return POLICIES[RELEASES.get(name, name)]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; allowed: {', '.join(POLICIES)} or a release "
-                         f"v6.1..v6.19") from None
+                         f"v6.1..v6.19, v7.0") from None

@@ -53,3 +53,17 @@ class GpModel:
 RCU_DEFAULT = GpModel(gp_min_ns=4 * MS, gp_max_ns=20 * MS, urgent_qs_ns=12 * MS)
 TASKS_TRACE_DEFAULT = GpModel(gp_min_ns=20 * MS, gp_max_ns=35 * MS, lazy_delay_ns=250 * MS, lazy_lim=32,
                               gp_sleep_ns=4 * MS)
+
+
+def srcu_fast_tasks_trace(rcu: GpModel, jiffy_ns: int = 4 * MS) -> GpModel:
+    """RCU Tasks Trace re-implemented on SRCU-fast (Paul McKenney's series, "rcu: Re-implement RCU Tasks
+    Trace in terms of SRCU-fast", c27cea4416a3 in the rcu dev tree, 7.0 merge window) — a *prediction*.
+
+    ``call_rcu_tasks_trace()`` becomes ``call_srcu(&rcu_tasks_trace_srcu_struct)``: no lazy timer (the
+    series removes ``rcu_tasks_trace_lazy_ms``) and no tasks-trace kthread sleep.  An SRCU grace period
+    scans both reader indexes; SRCU-fast readers have no ``smp_mb()``, so each scan's
+    ``srcu_readers_active_idx_check()`` waits a normal RCU grace period instead — two RCU GPs per
+    grace period, plus ``SRCU_INTERVAL`` (one jiffy) between the phases of a non-expedited GP.  Running
+    BPF programs keep holding it, as the RCU readers they are.  Not measured on any kernel."""
+    return GpModel(gp_min_ns=2 * rcu.gp_min_ns + jiffy_ns, gp_max_ns=2 * rcu.gp_max_ns + 2 * jiffy_ns,
+                   lazy_delay_ns=0, lazy_lim=rcu.lazy_lim, gp_sleep_ns=0, urgent_qs_ns=0, quantum_ns=rcu.quantum_ns)

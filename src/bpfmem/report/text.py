@@ -46,6 +46,8 @@ def breakdown_table(r: dict[str, Any]) -> Table | None:
         if v:
             t.add_row(k, fmt_bytes(v), f"{100 * v / total:.1f} %" if total else "-")
     t.add_row("[bold]total (memcg charge)[/bold]", fmt_bytes(total), "100 %")
+    for k, v in sorted((r.get("uncharged") or {}).items(), key=lambda kv: -kv[1]):
+        t.add_row(f"[dim]{k} (charged to no cgroup)[/dim]", f"[dim]{fmt_bytes(v)}[/dim]", "")
     return t
 
 
@@ -59,6 +61,18 @@ def print_htab_mem(console: Console, doc: dict[str, Any], *, breakdowns: bool) -
             t = breakdown_table(r)
             if t is not None:
                 console.print(t)
+    for name, info in doc.get("policies", {}).items():
+        if "prediction" in info.get("kernel", ""):
+            console.print(f"[dim]{name} is a prediction: the next release's changes as posted to the mailing lists, "
+                          f"not measured on any kernel ({info.get('description', '')}).[/dim]", highlight=False)
+    mt = doc.get("params", {}).get("map_type", "hash")
+    if mt.startswith("lru"):
+        note = f"Map type {mt}: preallocated (the policy's element store does not apply); a full map evicts."
+        if doc["backend"].get("backend") == "model":
+            note += " Its ops/s uses the preallocated-element costs: the LRU lists' own cost is not calibrated."
+        console.print(f"[dim]{note}[/dim]", highlight=False)
+    elif mt != "hash":
+        console.print(f"[dim]Map type {mt}.[/dim]", highlight=False)
     console.print(f"[dim]{provenance(doc['backend'])}[/dim]", highlight=False)
 
 

@@ -3,7 +3,7 @@
 Models: tools/testing/selftests/bpf/benchs/bench_htab_mem.c and
 progs/htab_mem_bench.c (merged as fd283ab196a8, 6.6 cycle).
 
-- map: ``BPF_MAP_TYPE_HASH``, key 4 B, ``BPF_F_NO_PREALLOC`` unless
+- map: ``BPF_MAP_TYPE_HASH`` (or, as an addition, a per-CPU or LRU hash map), key 4 B, ``BPF_F_NO_PREALLOC`` unless
   preallocated, ``max_entries = max(8192, 64 * cpus)``.
 - each program run walks ``OP_BATCH`` = 64 keys ``from + i * step`` with
   ``bpf_loop``; with ``-a`` producer *i* runs on CPU *i*.
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backend.protocol import BPF_ANY, BPF_NOEXIST, Invocation, MapSpec, Op, Producer
+from ..backend.protocol import BPF_ANY, BPF_NOEXIST, MAP_TYPES, Invocation, MapSpec, Op, Producer
 
 USE_CASES: tuple[str, ...] = ("overwrite", "batch_add_batch_del", "add_del_on_diff_cpu")
 OP_BATCH = 64
@@ -49,6 +49,7 @@ class HtabMemConfig:
     preallocated: bool = False
     poke: int = 200
     key_size: int = 4
+    map_type: str = "hash"          # hash, percpu_hash, lru_hash, lru_percpu_hash (LRU: always preallocated)
 
     def entries(self) -> int:
         return self.max_entries if self.max_entries is not None else max(8192, 64 * self.cpus)
@@ -86,6 +87,8 @@ def htab_mem(cfg: HtabMemConfig) -> HtabMemWorkload:
         raise WorkloadError("batch", f"batch must be >= 1, got {cfg.batch}")
     if cfg.poke < 0:
         raise WorkloadError("poke", f"poke must be >= 0, got {cfg.poke}")
+    if cfg.map_type not in MAP_TYPES:
+        raise WorkloadError("map_type", f"map_type must be one of {', '.join(MAP_TYPES)}, got {cfg.map_type!r}")
     entries = cfg.entries()
     if entries < 1:
         raise WorkloadError("max_entries", f"max_entries must be >= 1, got {entries}")
@@ -123,5 +126,5 @@ def htab_mem(cfg: HtabMemConfig) -> HtabMemWorkload:
         for cpu in cpus_used:
             keys = tuple(POKE_KEY_BASE + cpu * cfg.poke + i for i in range(cfg.poke))
             poke.append(Invocation(cpu, (Op("update", keys, BPF_NOEXIST), Op("delete", keys))))
-    spec = MapSpec("hash", cfg.key_size, cfg.value_size, entries, no_prealloc=not cfg.preallocated)
+    spec = MapSpec(cfg.map_type, cfg.key_size, cfg.value_size, entries, no_prealloc=not cfg.preallocated)
     return HtabMemWorkload(cfg, spec, tuple(producers), tuple(drain), tuple(poke))
