@@ -39,11 +39,19 @@ def test_watermarks_and_batch_per_unit_size(elem: int, low: int, high: int, batc
     assert (c.unit_size, c.low_watermark, c.high_watermark, c.batch) == (elem + 8, low, high, batch)
 
 
-def test_percpu_caches_use_1_3_1_since_6_7() -> None:
+def test_percpu_caches_use_1_3_1_since_6_8() -> None:
     w = make_world(1)
     c = new_ma(w, 64, percpu=True).cache[0]  # type: ignore[index]
     assert (c.low_watermark, c.high_watermark, c.batch, c.free_cnt) == (1, 3, 1, 1)
     assert c.percpu_size == 16 and c.unit_size == 64
+
+
+def test_percpu_caches_before_6_8_use_the_unit_size_watermarks_and_prefill_4() -> None:
+    """0e2ba9f96f9b and 5b95e638f134 (6.8) gave per-CPU caches 1/3/1 and a prefill of 1; the pre-6.6
+    profiles keep what came before: the unit-size watermarks and 4 objects for units <= 256."""
+    w = make_world(1)
+    c = new_ma(w, 64, V6_2(), percpu=True).cache[0]  # type: ignore[index]
+    assert (c.low_watermark, c.high_watermark, c.batch, c.free_cnt) == (32, 96, 48, 4)
 
 
 def test_prefill_four_small_objects_per_possible_cpu_one_large() -> None:

@@ -37,3 +37,18 @@ def test_runs_change_nothing(policy: str, use_case: str, monkeypatch: pytest.Mon
     off = _run(policy, use_case, False)
     assert on == off
     assert on["ops"] > 0
+
+
+@pytest.mark.parametrize("use_case", USE_CASES)
+def test_delayed_free_coalesced_callbacks_match_one_call_rcu_per_element(use_case: str) -> None:
+    """Counted objects share one call_rcu queue entry per CPU and run (RcuFlavour.call_coalesced); with
+    object identities every element has its own: every number is the same."""
+    wl = htab_mem(HtabMemConfig(use_case, 2, batch=64, max_entries=8192))
+    out = []
+    for identity in (False, True):
+        be = ModelBackend(2, "delayed_free", breakdown=True, identity=identity)
+        out.append(vars(run_htab_mem(be, wl, "delayed_free", duration_ns=NS // 20, idle_ns=NS // 5)))
+        entries = be.rcu.rcu.calls
+        assert entries > 0
+    assert out[0] == out[1]
+    assert out[0]["ops"] > 0

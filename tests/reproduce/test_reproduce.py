@@ -39,7 +39,8 @@ def _fake_model(scale: float) -> dict[tuple[str, str, str], dict[str, float]]:
         for fl in t.flavours:
             for uc in t.use_cases:
                 sp, avg, peak = t.cells[(fl.policy, uc)]
-                out[(tname, fl.policy, uc)] = {"speed": sp / 2, "avg_mib": avg * scale, "peak_mib": peak * scale}
+                out[(tname, fl.policy, uc)] = {"speed": (sp or 2.0) / 2, "avg_mib": (avg or 1.0) * scale,
+                                               "peak_mib": (peak or 1.0) * scale}
     return out
 
 
@@ -68,11 +69,50 @@ def test_comparison_ratios_bounds_and_order() -> None:
     assert off["order_by_avg_memory"]["batch_add_batch_del"]["same"]
 
 
-@pytest.mark.parametrize("args,needle", [(["B.2"], "not reproduced yet"), (["B.5", "--plot", "/nonexistent"],
-                                                                            "not a directory")])
+@pytest.mark.parametrize("args,needle", [(["B.9"], "B.9"), (["B.5", "--plot", "/nonexistent"], "not a directory")])
 def test_bad_requests_are_refused_up_front(args: list[str], needle: str) -> None:
     r = CliRunner().invoke(cli, ["reproduce", *args])
     assert r.exit_code == 2 and needle in r.output, r.output
+
+
+def test_rfc_v2_runs_add_del_without_barriers_and_other_variants_keep_them() -> None:
+    v2 = htab_mem(cell_config(TABLES["B.4"], "v6.2", "add_del_on_diff_cpu"))
+    v3 = htab_mem(cell_config(TABLES["B.5"], "v6.2", "add_del_on_diff_cpu"))
+    assert len(v2.producers) == 8 and all(len(p.steps) == 1 for p in v2.producers)      # 4 adders, 4 deleters
+    assert len(v3.producers) == 4 and all(len(p.steps) == 2 for p in v3.producers)      # 4 add/delete pairs
+    assert {inv.cpu for p in v2.producers for inv in p.steps} == set(range(8))
+
+
+def test_htab_update_is_batch_add_batch_del_of_255_byte_keys_on_16_cpus() -> None:
+    cfg = cell_config(TABLES["B.2"], "v6.1", "batch_add_batch_del")
+    wl = htab_mem(cfg)
+    assert (cfg.cpus, cfg.batch, cfg.key_size, cfg.value_size) == (16, 1024, 255, 4)
+    assert wl.map_spec.key_size == 255 and wl.map_spec.max_entries == 16384
+
+
+def test_map_perf_test_does_ten_update_lookup_delete_per_event_on_its_own_key() -> None:
+    from bpfmem.workloads.map_perf import map_perf_test
+    wl = map_perf_test(18)
+    assert len(wl.producers) == 18
+    inv = wl.producers[3].steps[0]
+    assert [op.kind for op in inv.ops] == ["update", "lookup", "delete"] * 10
+    assert {op.keys for op in inv.ops} == {(1003,)} and inv.cpu == 3
+
+
+def test_a_table_without_preallocated_rows_anchors_its_speed_and_does_not_check_the_anchor() -> None:
+    model = _fake_model(1.0)
+    model[("B.3", "v6.2", "hash_map_perf_kmalloc")]["speed"] = 52.0                 # 10x slow
+    model[("B.3", "no_reuse", "hash_map_perf_kmalloc")]["speed"] = 11.0
+    fit = fit_machine(model, "map_perf")
+    assert fit["speed_factor"] == pytest.approx(10.0) and fit["floor_mib"] == 0.0 and fit["how"] == "anchor v6.2"
+    cmp = compare_table(TABLES["B.3"], model, fit)
+    anchor, check = cmp["cells"]
+    assert anchor["anchor"] and anchor["within_2x"] == {} and cmp["cells_total"] == 1
+    assert check["ratio"]["speed"] == pytest.approx(110.0 / 330.0) and not check["within_2x"]["speed"]
+    assert cmp["order_by_avg_memory"] == {}                                         # no memory published
+    b2 = compare_table(TABLES["B.2"], model, fit_machine(model, "htab_update"))
+    assert set(b2["cells"][0]["ratio"]) == {"peak_mib"}                            # only the peak is published
+    assert b2["order_by_avg_memory"]["batch_add_batch_del"]["by"] == "peak_mib"
 
 
 def _documented_unmet() -> set[tuple[str, str, str, str]]:

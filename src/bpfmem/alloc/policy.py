@@ -37,7 +37,7 @@ class WatermarkPolicy(Protocol):
 
 
 class KernelWatermarks:
-    """``init_refill_work()`` (memalloc.c, 6.1+; percpu 1/3 since ≈6.7)."""
+    """``init_refill_work()`` (memalloc.c, 6.1+; per-CPU caches 1/3 since 6.8, 0e2ba9f96f9b)."""
 
     def __init__(self, percpu_small: bool = True) -> None:
         self.percpu_small = percpu_small

@@ -132,6 +132,10 @@ class MemAllocElems:
         # call_rcu() before bpf_mem_cache_free(), as bpf_cpumask did in 6.4-6.5
         self.delayed_free = delayed_free
         self.pending_rcu = 0
+        # counted objects: consecutive call_rcu()s of one CPU share one queue entry (call_coalesced); the
+        # elements wait in order, per CPU, for their callback
+        self._delayed: dict[int, list[MemObj]] = {}
+        self._delayed_batch: dict[int, object] = {}
         if free_rcu and not profile.has_free_rcu:
             raise ValueError(f"bpf_mem_cache_free_rcu needs profile v6.6 or later, not {profile.name}")
         objcg = htab.memcg
@@ -242,6 +246,11 @@ class MemAllocElems:
                     elem.payload = None
                 bpf_mem_cache_free(self.pcpu_ma, cpu, pptr)
             self.pending_rcu += 1
+            if self.ma.anon:
+                self._delayed.setdefault(cpu.id, []).append(elem)
+                self._delayed_batch[cpu.id] = htab.rcu.rcu.call_coalesced(
+                    self._delayed_batch.get(cpu.id), self._htab_elem_free_rcu_n, cpu)
+                return
             call_rcu(htab.rcu, self._htab_elem_free_rcu, cpu, elem)
             return
         free = bpf_mem_cache_free_rcu if self.free_rcu else bpf_mem_cache_free
@@ -257,6 +266,13 @@ class MemAllocElems:
         """RFC v3 5/6 ``htab_elem_free_rcu()``: ``bpf_mem_cache_free(l->ma, l)`` on the callback's CPU."""
         self.pending_rcu -= 1
         bpf_mem_cache_free(self.ma, cpu, elem)
+
+    def _htab_elem_free_rcu_n(self, n: int, cpu: Cpu) -> None:
+        """``htab_elem_free_rcu()`` for the ``n`` oldest counted elements this CPU queued, in order."""
+        queue = self._delayed[cpu.id]
+        elems, queue[:n] = queue[:n], []
+        for elem in elems:
+            self._htab_elem_free_rcu(cpu, elem)
 
     def breakdown(self, htab: BpfHtab) -> dict[str, int]:
         ncpus = htab.m.num_possible_cpus()

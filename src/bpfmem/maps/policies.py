@@ -129,7 +129,7 @@ RELEASE_NOTES: dict[str, str] = {
             "[same profile as v6.6: the model already uses this order]",
     "v6.8": "per-CPU caches: watermarks 1/3/1, prefill 1 (0e2ba9f96f9b, 5b95e638f134); free picks the cache by "
             "unit_size (7ac5c53e0073) [same profile as v6.6, which models 6.8+ here: for v6.6 and v6.7 the "
-            "per-CPU caches of percpu_hash maps should be 32/96/48 with prefill 4]",
+            "per-CPU caches of percpu_hash maps should be 32/96/48 with prefill 4, as profiles v6.1-v6.4 have]",
     "v6.12": "bpf_mem_alloc_check_size() (62a898b07b83) [same profile as v6.6]",
     "v6.13": "htab frees the old element after dropping the bucket lock (b9e9ed90b10c) [same profile as v6.6: "
              "the model frees after the unlock]",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-Cell = tuple[float, float, float]          # speed, average memory MiB, peak memory MiB
+Cell = tuple[float | None, float | None, float | None]   # speed, average MiB, peak MiB (None: not published)
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,13 @@ class PublishedTable:
     cells: dict[tuple[str, str], Cell] = field(repr=False)
     command: str = ""
     notes: str = ""
+    key_size: int = 4
+    value_size: int = 8
+    # a table without preallocated rows: the flavour whose published speed anchors the speed factor (that
+    # cell is then fitted, not checked); "" with no preallocated row: no floor, no factor
+    anchor: str = ""
+    # the published runs' length is part of the number (a peak that grows for the whole run): run it whole
+    full_length: bool = False
 
 
 USE_CASES = ("overwrite", "batch_add_batch_del", "add_del_on_diff_cpu")
@@ -110,13 +117,65 @@ B7 = PublishedTable(
     command="./bench htab-mem --use-case $name -w 3 -d 10 -a -p 8",
     notes="KVM VM, 8 CPUs, 16 GB; the 2/2 row (rcu_momentary_dyntick_idle every >= 10 ms) is not modelled")
 
-TABLES: dict[str, PublishedTable] = {t.name: t for t in (B5, B6, B7, B8)}
+B4 = PublishedTable(
+    "B.4", "RFC v2: reuse-after-RCU-GP and free-after-RCU-GP against kmalloc and immediate reuse (Hou Tao, 2023-04-08)",
+    "20230408141846.1878768-5-houtao@huaweicloud.com", "rfc_v2", 8, 7.0, "loop k/s (total over 8 producers)",
+    (Flavour("(1) no bpf ma (v6.0.19; kmalloc() + call_rcu)", "kmalloc_rcu"),
+     Flavour("preallocated (1/4)", "prealloc"),
+     Flavour("(2) normal bpf ma", "v6.2"),
+     Flavour("(3) reuse-after-rcu-gp", "reuse_after_gp"),
+     Flavour("(4) free-after-rcu-gp (call_rcu in batch, then slab)", "free_after_gp")),
+    USE_CASES,
+    {("kmalloc_rcu", "overwrite"): (3.74, 32.52, 84.18), ("kmalloc_rcu", "batch_add_batch_del"): (2.23, 26.38, 48.75),
+     ("kmalloc_rcu", "add_del_on_diff_cpu"): (3.92, 33.72, 48.96),
+     ("prealloc", "overwrite"): (34.02, 1.96, 2.00), ("prealloc", "batch_add_batch_del"): (19.25, 1.96, 2.00),
+     ("prealloc", "add_del_on_diff_cpu"): (8.70, 1.96, 2.00),
+     ("v6.2", "overwrite"): (27.12, 2.5, 2.99), ("v6.2", "batch_add_batch_del"): (8.9, 2.77, 3.24),
+     ("v6.2", "add_del_on_diff_cpu"): (11.30, 218.54, 440.37),
+     ("reuse_after_gp", "overwrite"): (15.66, 25.00, 33.07),
+     ("reuse_after_gp", "batch_add_batch_del"): (10.32, 18.84, 22.64),
+     ("reuse_after_gp", "add_del_on_diff_cpu"): (13.00, 550.50, 748.74),
+     ("free_after_gp", "overwrite"): (10.73, 12.33, 20.32), ("free_after_gp", "batch_add_batch_del"): (7.02, 9.45, 14.07),
+     ("free_after_gp", "add_del_on_diff_cpu"): (8.99, 131.64, 204.42)},
+    command="./bench htab-mem --use-case $name --max-entries 16384 --full 50 -d 7 -w 3 --producers=8 "
+            "--prod-affinity=0-7",
+    notes="KVM guest, 8 CPUs (assumed the same as 1/4's); the RFC v2 benchmark: add_del_on_diff_cpu adder and "
+          "deleter unsynchronised, an array lookup before each update (not modelled: in the speed factor); the "
+          "preallocated row is 1/4's (20230408141846.1878768-2), the rest 4/4's. Free-after-rcu-gp: 'bpf_mem_free() "
+          "... will do call_rcu() in batch to free these elements back to slab' (Hou Tao's reply on 4/4), as in RFC v3")
+
+B2 = PublishedTable(
+    "B.2", "Misc optimizations for bpf mem allocator: the htab-update blow-up (Hou Tao, 2022-12-06)",
+    "20221206042946.686847-1-houtao@huaweicloud.com", "htab_update", 16, 13.0, "-",
+    (Flavour("before: bpf_mem_alloc of 6.1", "v6.1"),
+     Flavour("after: refill reuses free_by_rcu (0893d6007db5)", "v6.2")),
+    ("batch_add_batch_del",),
+    {("v6.1", "batch_add_batch_del"): (None, None, 14 * 1024.0),
+     ("v6.2", "batch_add_batch_del"): (None, None, 26.0)},
+    command="./bench -w3 -d10 -a htab-update -p 16",
+    notes="only peak memory is published ('14GB or more' before, 26MB after); machine not stated; the "
+          "middle number (860MB with a larger rcupdate.rcu_task_enqueue_lim: per-CPU callback queues invoking "
+          "in parallel) needs tasks-trace callback invocation cost, which the model does not have; "
+          "htab-update (qp-trie series bench): 16384 random keys of 255 B, value 4 B, each CPU adds its "
+          "1024 keys then deletes them per run (batch_add_batch_del with batch 1024); no floor, no factor",
+    key_size=255, value_size=4, full_length=True)
+
+B3 = PublishedTable(
+    "B.3", "RFC v1: BPF_MA_NO_REUSE and map_perf_test (Hou Tao, 2022-12-30)",
+    "20221230041151.1231169-1-houtao@huaweicloud.com", "map_perf", 18, 1.0, "K events/s per CPU",
+    (Flavour("normal bpf ma (6.2-rc)", "v6.2"), Flavour("no reuse (RFC v1)", "no_reuse")),
+    ("hash_map_perf_kmalloc",),
+    {("v6.2", "hash_map_perf_kmalloc"): (520.0, None, None),
+     ("no_reuse", "hash_map_perf_kmalloc"): (330.0, None, None)},
+    command="./map_perf_test 4 18 8192",
+    notes="speed only; each event (getgid() under a kprobe) does 10 x (update key=pid, lookup, delete) on a "
+          "BPF_F_NO_PREALLOC hash of 8192 entries, one process per CPU; no preallocated row: the speed factor "
+          "is anchored on the normal-bpf-ma cell, so only the no-reuse cell is a check",
+    anchor="v6.2")
+
+TABLES: dict[str, PublishedTable] = {t.name: t for t in (B2, B3, B4, B5, B6, B7, B8)}
 # the machine the tables were measured on: its memory floor and speed factor are fitted once from the
 # preallocated rows of its tables (the bench process's own charge; the guest's speed against the profile's)
 MACHINE = "8-CPU KVM guest, 16 GB (Hou Tao's RFC and htab-mem measurements, 2023)"
 # published tables not reproduced yet, and what they need
-PENDING: dict[str, str] = {
-    "B.2": "htab-update with 255-byte keys and 16 producers (the 14 GB / 860 MB / 26 MB case): workload not built",
-    "B.3": "map_perf_test's 10 x update/lookup/delete per event: workload not built",
-    "B.4": "RFC v2's unsynchronised add_del and array lookup before each update: workload variant not built",
-}
+PENDING: dict[str, str] = {}

@@ -12,7 +12,7 @@ progs/htab_mem_bench.c (merged as fd283ab196a8, 6.6 cycle).
 - ``batch_add_batch_del``: the same 64 keys added, then deleted; +2 per run.
 - ``add_del_on_diff_cpu``: CPU pairs (2k adds, 2k+1 deletes) share keys
   ``k + i * cpus/2``; the adder adds 64 (``BPF_NOEXIST``), then the deleter
-  deletes them (barrier between); +1 per run.
+  deletes them (barrier between; RFC v2 of 2023-04 had none: ``add_del_sync``); +1 per run.
 
 Additions for memory studies (docs/measurements.md §1): ``batch`` keys per run
 instead of 64, a final delete of every key (``drain``), and a ``poke``: each
@@ -50,6 +50,7 @@ class HtabMemConfig:
     poke: int = 200
     key_size: int = 4
     map_type: str = "hash"          # hash, percpu_hash, lru_hash, lru_percpu_hash (LRU: always preallocated)
+    add_del_sync: bool = True       # False: RFC v2's add_del_on_diff_cpu, adder and deleter without barriers
 
     def entries(self) -> int:
         return self.max_entries if self.max_entries is not None else max(8192, 64 * self.cpus)
@@ -105,7 +106,10 @@ def htab_mem(cfg: HtabMemConfig) -> HtabMemWorkload:
             keys = tuple(k + i * half for i in range(b))
             add = Invocation(2 * k, (Op("update", keys, BPF_NOEXIST),), hits=1)
             dele = Invocation(2 * k + 1, (Op("delete", keys),), hits=1)
-            producers.append(Producer(f"pair{k}", (add, dele)))
+            if cfg.add_del_sync:
+                producers.append(Producer(f"pair{k}", (add, dele)))
+            else:                       # each side loops on its own CPU: adds meet EEXIST, deletes ENOENT
+                producers += [Producer(f"pair{k}-add", (add,)), Producer(f"pair{k}-del", (dele,))]
             drain.append(Invocation(2 * k + 1, (Op("delete", keys),)))
     else:
         if b * n > entries:
