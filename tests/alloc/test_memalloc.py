@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bpfmem.alloc import (V6_1, V6_2, V6_6, BpfMemAlloc, ModelInvariantError, bpf_mem_alloc, bpf_mem_alloc_destroy,
+from bpfmem.alloc import (V6_1, V6_2, V6_6, V6_8, BpfMemAlloc, ModelInvariantError, bpf_mem_alloc, bpf_mem_alloc_destroy,
                           bpf_mem_alloc_init, bpf_mem_cache_alloc, bpf_mem_cache_free, bpf_mem_cache_free_rcu,
                           bpf_mem_free, unit_alloc, unit_free)
 from bpfmem.alloc.memalloc import BpfMemCache
@@ -41,7 +41,7 @@ def test_watermarks_and_batch_per_unit_size(elem: int, low: int, high: int, batc
 
 def test_percpu_caches_use_1_3_1_since_6_8() -> None:
     w = make_world(1)
-    c = new_ma(w, 64, percpu=True).cache[0]  # type: ignore[index]
+    c = new_ma(w, 64, V6_8(), percpu=True).cache[0]  # type: ignore[index]
     assert (c.low_watermark, c.high_watermark, c.batch, c.free_cnt) == (1, 3, 1, 1)
     assert c.percpu_size == 16 and c.unit_size == 64
 

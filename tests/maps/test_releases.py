@@ -13,8 +13,10 @@ from bpfmem.maps.policies import RELEASES, get_policy
 
 def test_every_release_from_6_1_to_6_19_has_a_profile() -> None:
     assert list(RELEASES) == [f"v6.{n}" for n in range(1, 20)] + ["v7.0"]
-    assert {r: get_policy(r).name for r in ("v6.1", "v6.3", "v6.4", "v6.5", "v6.6", "v6.18")} == \
-        {"v6.1": "v6.1", "v6.3": "v6.2", "v6.4": "v6.4", "v6.5": "v6.4", "v6.6": "v6.6", "v6.18": "v6.6"}
+    assert {r: get_policy(r).name for r in ("v6.1", "v6.3", "v6.4", "v6.5", "v6.6", "v6.7", "v6.8", "v6.15",
+                                            "v6.16", "v6.18", "v7.0")} == \
+        {"v6.1": "v6.1", "v6.3": "v6.2", "v6.4": "v6.4", "v6.5": "v6.4", "v6.6": "v6.6", "v6.7": "v6.6",
+         "v6.8": "v6.8", "v6.15": "v6.8", "v6.16": "v6.16", "v6.18": "v6.16", "v7.0": "v7.0"}
     with pytest.raises(ValueError, match="v6.1..v6.19"):
         get_policy("v6.20")
 
@@ -35,7 +37,7 @@ def test_a_release_name_runs_its_profile(capsys: pytest.CaptureFixture[str]) -> 
     ra, rb = a["results"][0], b["results"][0]
     assert ra.pop("policy") == "v6.18" and rb.pop("policy") == "v6.6"
     assert ra == rb
-    assert a["policies"]["v6.18"]["profile"] == "v6.6"
+    assert a["policies"]["v6.18"]["profile"] == "v6.16"
     c = _doc(capsys, "v6.3")["results"][0]
     assert c["series"] != rb["series"]                     # a different profile, different numbers
 
@@ -95,11 +97,26 @@ def test_the_7_0_prediction_releases_parked_memory_sooner_and_says_it_is_a_predi
             "--duration", "0.5", "--idle", "0.5", "--value-size", "1024", "--batch", "1000"]
     assert main([*args, "--json", "--quiet"]) == 0
     res = {r["policy"]: r for r in json.loads(capsys.readouterr().out)["results"]}
-    assert set(res) == {"v6.6", "v7.0"}
+    assert set(res) == {"v6.16", "v7.0"}
     # the poke's freed objects wait for the lazy timer (~250 ms) today, for a ~2-RCU-GP grace period on SRCU-fast
-    assert res["v6.6"]["poke_release_ms"] > 250 and res["v7.0"]["poke_release_ms"] < 100, \
-        (res["v6.6"]["poke_release_ms"], res["v7.0"]["poke_release_ms"])
+    assert res["v6.16"]["poke_release_ms"] > 250 and res["v7.0"]["poke_release_ms"] < 100, \
+        (res["v6.16"]["poke_release_ms"], res["v7.0"]["poke_release_ms"])
     # the steady footprint does not move: since 6.6 refills reuse objects still waiting for the GP
-    assert res["v7.0"]["steady_bytes"] == pytest.approx(res["v6.6"]["steady_bytes"], rel=0.05)
+    assert res["v7.0"]["steady_bytes"] == pytest.approx(res["v6.16"]["steady_bytes"], rel=0.05)
     assert main([*args, "--quiet"]) == 0
     assert "v7.0 is a prediction" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("release,low,prefill,target", [("v6.6", 32, 4, 128), ("v6.7", 32, 4, 128),
+                                                        ("v6.8", 1, 1, 128), ("v6.15", 1, 1, 128),
+                                                        ("v6.16", 1, 1, 25), ("v6.18", 1, 1, 25)])
+def test_each_release_has_its_per_cpu_caches_and_lru_free_target(release: str, low: int, prefill: int,
+                                                                   target: int) -> None:
+    """0e2ba9f96f9b/5b95e638f134 (6.8): per-CPU caches 1/3/1, prefill 1; d4adf1c9ee77 (6.16): LRU target_free."""
+    from bpfmem.backend.protocol import MapSpec
+    be = ModelBackend(2, release)
+    m = be.map_create(MapSpec("percpu_hash", 4, 8, 100))
+    c = m.htab.elems.pcpu_ma.cache[0]
+    assert (c.low_watermark, c.free_cnt) == (low, prefill)
+    lru = be.map_create(MapSpec("lru_hash", 4, 8, 100))
+    assert lru.htab.elems.lru.target_free == target

@@ -797,7 +797,7 @@ def bpf_mem_free(ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> None:
 def prefill_mem_cache(c: BpfMemCache, cpu: Cpu) -> None:
     """``prefill_mem_cache()``: 4 objects for units <= 256, else 1; from 6.8 (5b95e638f134, with the 1/3
     per-CPU watermarks of 0e2ba9f96f9b) per-CPU caches prefill 1 whatever their size."""
-    small_percpu = getattr(c.ma.profile.watermarks, "percpu_small", True)
+    small_percpu = c.ma.profile.percpu_small_caches
     cnt = 4 if (c.unit_size <= 256 and not (c.percpu_size and small_percpu)) else 1
     alloc_bulk(c, cnt, cpu.node, False)
 

@@ -1,7 +1,7 @@
 """Version profiles and watermark policies of bpf_mem_alloc, as strategy objects.
 
 Problem: memalloc.c changed shape three times (6.1, 6.2, 6.6) and the versions
-differ in exactly three decisions.  Each profile answers them; the mechanism in
+differ in exactly three decisions (6.8 then shrank the per-CPU caches: ``percpu_small_caches``).  Each profile answers them; the mechanism in
 ``memalloc.py`` is written once.
 
 1. ``reuse_sources(c)``: before kmalloc, may a refill take objects that
@@ -59,6 +59,9 @@ class MemAllocProfile:
     name = "base"
     kernel = ""
     uses_hint = False
+    # per-CPU caches: 1/3/1 watermarks and a prefill of 1 (0e2ba9f96f9b, 5b95e638f134: 6.8); before, the
+    # unit-size rule of every other cache
+    percpu_small_caches = False
     has_free_rcu = False
     # fault injection for the explorer (no kernel has these): False plants "free_rcu reuses at once";
     # in ``planted`` (cold paths only): "lose_extra_rcu" makes check_free_by_rcu drop free_llist_extra_rcu,
@@ -71,7 +74,7 @@ class MemAllocProfile:
     }
 
     def __init__(self, watermarks: WatermarkPolicy | None = None) -> None:
-        self.watermarks: WatermarkPolicy = watermarks or KernelWatermarks(percpu_small=self.uses_hint)
+        self.watermarks: WatermarkPolicy = watermarks or KernelWatermarks(percpu_small=self.percpu_small_caches)
 
     def reuse_sources(self, c: BpfMemCache) -> tuple[list, ...]:
         """Slab-bound lists alloc_bulk may take objects from, in order."""
@@ -139,10 +142,10 @@ class V6_2(MemAllocProfile):
 
 
 class V6_6(MemAllocProfile):
-    """6.6-6.18: ``_ttrace`` lists, ``tgt`` hint, reuse from both ttrace lists."""
+    """6.6-6.7: ``_ttrace`` lists, ``tgt`` hint, reuse from both ttrace lists."""
 
     name = "v6.6"
-    kernel = "6.6-6.18 (Alexei Starovoitov, 'bpf: Introduce bpf_mem_cache_free_rcu()')"
+    kernel = "6.6-6.7 (Alexei Starovoitov, 'bpf: Introduce bpf_mem_cache_free_rcu()')"
     uses_hint = True
     has_free_rcu = True
 
@@ -153,7 +156,15 @@ class V6_6(MemAllocProfile):
         return c.tgt
 
 
-PROFILES: dict[str, type[MemAllocProfile]] = {"v6.1": V6_1, "v6.2": V6_2, "v6.6": V6_6}
+class V6_8(V6_6):
+    """6.8-6.19: per-CPU caches with 1/3/1 watermarks and a prefill of 1 (0e2ba9f96f9b, 5b95e638f134)."""
+
+    name = "v6.8"
+    kernel = "6.8-6.19 (Yonghong Song, 'bpf: Use smaller low/high marks for percpu allocation')"
+    percpu_small_caches = True
+
+
+PROFILES: dict[str, type[MemAllocProfile]] = {"v6.1": V6_1, "v6.2": V6_2, "v6.6": V6_6, "v6.8": V6_8}
 
 
 def get_profile(name: str) -> MemAllocProfile:

@@ -67,7 +67,7 @@ class ModelBackend:
     name = "model"
     modelled = True
 
-    def __init__(self, ncpus: int, policy: str | HtabPolicy = "v6.6", *, seed: int = 0,
+    def __init__(self, ncpus: int, policy: str | HtabPolicy = "v6.18", *, seed: int = 0,
                  costs: CostModel = DEFAULT_COSTS, rcu_model: GpModel = RCU_DEFAULT,
                  tasks_trace_model: GpModel = TASKS_TRACE_DEFAULT, trace_implies_rcu_gp: bool = True,
                  sample_interval_ns: int = 10 * NSEC_PER_MSEC, breakdown: bool = True,

@@ -16,6 +16,7 @@ from rich.table import Table
 from .. import __version__
 from ..bench import run_htab_mem
 from ..bench.elem_cost import element_charge
+from ..maps.policies import DEFAULT_RELEASE
 from ..report.units import fmt_bytes, plural
 from .main import (NSEC_PER_SEC, Finding, KernelUnavailableError, build_workloads, cli, kernel_policies, load_model_profile,
                    model_backend, open_kernel, workload_options)
@@ -114,8 +115,10 @@ def _fmt(v: float | None, unit: str) -> str:
 
 
 @cli.command("compare")
-@click.option("--policy", type=click.Choice(["v6.6", "prealloc", "all"]), default="v6.6", show_default=True,
-              help="The running kernel's allocator (v6.6 profile) or preallocated maps.")
+@click.option("--policy", type=click.Choice([DEFAULT_RELEASE, "v6.6", "prealloc", "all"]), default=DEFAULT_RELEASE,
+              show_default=True,
+              help=f"The running kernel's allocator (release {DEFAULT_RELEASE[1:]}, its profile on the model; v6.6: "
+                   "the name it had before release-exact profiles) or preallocated maps.")
 @workload_options
 @click.option("--repeat", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Kernel runs per case (their spread is shown).")
@@ -167,10 +170,10 @@ def compare(policy: str, use_case: str, map_type: str, cpus: int | None, value_s
         elem = None
         if elem_charge:
             prog.update(task, description="charge per element")
-            with open_kernel(1, "syscall", "v6.6") as kb:
+            with open_kernel(1, "syscall", DEFAULT_RELEASE) as kb:
                 kc = element_charge(kb, value_size)
             prog.advance(task)
-            mc = element_charge(model_backend(ncpu_possible, "v6.6", seed, profile), value_size)
+            mc = element_charge(model_backend(ncpu_possible, DEFAULT_RELEASE, seed, profile), value_size)
             prog.advance(task)
             elem = {"value_size": value_size, "model": mc, "kernel": kc, "model_rounded": round(mc),
                     "kernel_rounded": round(kc), "exact": round(mc) == round(kc)}

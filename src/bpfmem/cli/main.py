@@ -23,7 +23,7 @@ from ..backend.model import ModelBackend
 from ..backend.protocol import LRU_MAP_TYPES, MAP_TYPES
 from ..bench import run_htab_mem
 from ..kernel import DRIVERS
-from ..maps.policies import GROUPS, POLICIES, RELEASES, expand_policy, get_policy
+from ..maps.policies import DEFAULT_RELEASE, GROUPS, POLICIES, RELEASES, expand_policy, get_policy
 from ..report.text import print_htab_mem
 from ..backend.profile import Profile, ProfileError, load_profile
 from ..workloads import USE_CASES, HtabMemConfig, HtabMemWorkload, WorkloadError, htab_mem
@@ -66,7 +66,7 @@ def _choices_with_all(values: list[str] | tuple[str, ...]) -> click.Choice:
     return click.Choice([*values, "all"])
 
 
-POLICY_CHOICE = click.Choice([*POLICIES, *RELEASES, *GROUPS])
+POLICY_CHOICE = click.Choice(list(dict.fromkeys([*POLICIES, *RELEASES, *GROUPS])))
 POLICY_HELP = ("Element memory policy: a kernel profile, a release (v6.1..v6.19; v7.0 is a prediction), a proposal, "
                "or a group: all (the kernel profiles and merged variants), proposals (the RFCs of the reuse debate), "
                "everything, next (v6.6 beside the v7.0 prediction).")
@@ -203,13 +203,15 @@ def model_backend(cpus: int, policy: str, seed: int, profile: Profile, sample_in
 def kernel_policies(policy: str) -> list[str]:
     """What --policy means on the kernel backend: the running kernel's allocator, or preallocated maps."""
     if policy == "all":
-        return ["v6.6", "prealloc"]
+        return [DEFAULT_RELEASE, "prealloc"]
     if policy in GROUPS:
         fail("--policy", f"the kernel backend runs this kernel ({platform.release()}); the {policy} group is "
-                         f"model-only: use --policy all (v6.6 and prealloc), v6.6 or prealloc")
-    if get_policy(policy).name not in ("v6.6", "prealloc"):
-        fail("--policy", f"the kernel backend runs this kernel ({platform.release()}); "
-                         f"--policy must be v6.6 (its bpf_mem_alloc) or prealloc, got {policy!r}")
+                         f"model-only: use --policy all ({DEFAULT_RELEASE} and prealloc), {DEFAULT_RELEASE} or prealloc")
+    # the running kernel's bpf_mem_alloc: its release, the profile of the 6.6+ allocator (v6.6, v6.8, v6.16,
+    # as named before release-exact profiles existed), or preallocated maps
+    if get_policy(policy).name not in ("v6.6", "v6.8", "v6.16", "prealloc") or get_policy(policy).prediction:
+        fail("--policy", f"the kernel backend runs this kernel ({platform.release()}); --policy must be "
+                         f"{DEFAULT_RELEASE} (its bpf_mem_alloc; also v6.6..v6.19) or prealloc, got {policy!r}")
     return [policy]
 
 
@@ -243,7 +245,7 @@ def open_kernel(cpus: int, driver: str, policy: str) -> Any:
 
 
 @bench.command("htab-mem")
-@click.option("--policy", type=POLICY_CHOICE, default="v6.6", show_default=True, help=POLICY_HELP)
+@click.option("--policy", type=POLICY_CHOICE, default=DEFAULT_RELEASE, show_default=True, help=POLICY_HELP)
 @click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
               help="Where to run: the model, or the running kernel (root, BPF, memcg).")
 @workload_options
@@ -429,7 +431,8 @@ def policies_cmd(as_json: bool) -> None:
 
 
 # the explorer policy whose free path a bench policy's hash map uses (None: not explored)
-EXPLORED_AS = {"v6.1": "free", "v6.2": "free", "v6.4": "free", "v6.6": "free", "v7.0": "free", "prealloc": "free", "free_rcu": "free_rcu",
+EXPLORED_AS = {"v6.1": "free", "v6.2": "free", "v6.4": "free", "v6.6": "free", "v6.8": "free", "v6.16": "free",
+               "v7.0": "free", "prealloc": "free", "free_rcu": "free_rcu",
                "delayed_free": "call_rcu_free", "kmalloc_rcu": None}
 
 

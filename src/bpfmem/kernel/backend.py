@@ -143,7 +143,7 @@ class KernelBackend:
     modelled = False
 
     def __init__(self, ncpus: int, *, driver: str = "syscall", sample_interval_ns: int = 1_000_000,
-                 policy: str = "v6.6") -> None:
+                 policy: str = "v6.18") -> None:
         if driver not in DRIVERS:
             raise ValueError(f"driver must be one of {DRIVERS}, got {driver!r}")
         from .probe import require_kernel

@@ -9,7 +9,9 @@ if" questions.
 | v6.1        | bpf_mem_alloc as merged: kmalloc refill, own GP list      | 6.1    |
 | v6.2        | + refill reuses objects not yet handed to RCU             | 6.2-6.3|
 | v6.4        | v6.2 with fdinfo memlock = htab_map_mem_usage()           | 6.4-6.5|
-| v6.6        | + _ttrace lists, tgt hint, reuse during the GP            | 6.6-6.18 |
+| v6.6        | + _ttrace lists, tgt hint, reuse during the GP            | 6.6-6.7 |
+| v6.8        | + per-CPU caches 1/3/1, prefill 1                         | 6.8-6.15 |
+| v6.16       | + LRU target_free from the map size                       | 6.16-6.19 |
 | v7.0        | v6.6 with tasks-trace RCU on SRCU-fast (no lazy timer)    | 7.0, a prediction |
 | free_rcu    | v6.6 with htab freeing through bpf_mem_cache_free_rcu     | proposal (Hou Tao's v9 notes) |
 | prealloc    | no BPF_F_NO_PREALLOC: pcpu_freelist + extra_elems         | all    |
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..alloc import V6_1, V6_2, V6_6, MemAllocProfile
+from ..alloc import V6_1, V6_2, V6_6, V6_8, MemAllocProfile
 from ..alloc.proposals import FreeAfterGp, NoReuse, ReuseAfterGp, ReuseAfterGpGlobal, ReuseAfterGpPcpu
 
 
@@ -68,11 +70,16 @@ POLICIES: dict[str, HtabPolicy] = {p.name: p for p in (
                tasks_trace_lazy=False, memlock_footprint=True, lru_scaled_target=False),
     HtabPolicy("v6.4", "ma", V6_2, False, "6.4-6.5", "the 6.2 allocator; fdinfo memlock is htab_map_mem_usage() (304849a27b34)",
                tasks_trace_lazy=False, lru_scaled_target=False),
-    HtabPolicy("v6.6", "ma", V6_6, False, "6.6-6.18", "bpf_mem_alloc 6.6+: _ttrace lists, tgt hint, reuse during the GP"),
-    HtabPolicy("v7.0", "ma", V6_6, False, "7.0 (prediction)",
+    HtabPolicy("v6.6", "ma", V6_6, False, "6.6-6.7", "bpf_mem_alloc 6.6+: _ttrace lists, tgt hint, reuse during the GP",
+               lru_scaled_target=False),
+    HtabPolicy("v6.8", "ma", V6_8, False, "6.8-6.15", "v6.6 with per-CPU caches of 1/3/1 and a prefill of 1",
+               lru_scaled_target=False),
+    HtabPolicy("v6.16", "ma", V6_8, False, "6.16-6.19",
+               "v6.8 with LRU maps taking target_free = clamp(entries / CPUs / 2, 1, 128) at a time"),
+    HtabPolicy("v7.0", "ma", V6_8, False, "7.0 (prediction)",
                "the 6.18 allocator; tasks-trace RCU on SRCU-fast: no lazy timer, a GP of two RCU GPs",
                tasks_trace_srcu_fast=True, prediction=True),
-    HtabPolicy("free_rcu", "ma", V6_6, True, "proposal", "v6.6 allocator, htab frees with bpf_mem_cache_free_rcu"),
+    HtabPolicy("free_rcu", "ma", V6_8, True, "proposal", "today's allocator, htab frees with bpf_mem_cache_free_rcu"),
     HtabPolicy("prealloc", "prealloc", None, False, "all", "preallocated: pcpu_freelist + per-CPU extra_elems"),
     HtabPolicy("kmalloc_rcu", "kmalloc_rcu", None, False, "<6.1", "per-element kmalloc(GFP_NOWAIT) + call_rcu",
                tasks_trace_lazy=False, lru_scaled_target=False),
@@ -102,10 +109,11 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "proposals": ("no_reuse", "reuse_after_gp", "free_after_gp", "delayed_free", "reuse_after_gp_global",
                   "reuse_after_gp_pcpu"),
 }
-# v6.4 differs from v6.2 in fdinfo memlock only: it is in "everything", not in "all"
-GROUPS["everything"] = GROUPS["all"] + ("v6.4",) + GROUPS["proposals"]
+# v6.4 differs from v6.2 in fdinfo memlock only, v6.8 and v6.16 from v6.6 in per-CPU caches and LRU maps only:
+# they are in "everything", not in "all"
+GROUPS["everything"] = GROUPS["all"] + ("v6.4", "v6.8", "v6.16") + GROUPS["proposals"]
 # today's kernel beside the next release's predicted profile
-GROUPS["next"] = ("v6.6", "v7.0")
+GROUPS["next"] = ("v6.16", "v7.0")
 
 
 def expand_policy(name: str) -> list[str]:
@@ -115,8 +123,11 @@ def expand_policy(name: str) -> list[str]:
 
 # Every release from 6.1 to 6.19 and the profile that models it (named by the first release it applies
 # to).  Changes inside a range that the model does not (yet) tell apart are listed with their commits.
-RELEASES: dict[str, str] = {f"v6.{n}": ("v6.1" if n == 1 else "v6.2" if n <= 3 else "v6.4" if n <= 5 else "v6.6")
+RELEASES: dict[str, str] = {f"v6.{n}": ("v6.1" if n == 1 else "v6.2" if n <= 3 else "v6.4" if n <= 5 else
+                                         "v6.6" if n <= 7 else "v6.8" if n <= 15 else "v6.16")
                             for n in range(1, 20)}
+# what "the running kernel" means by default: this machine kind runs 6.18
+DEFAULT_RELEASE = "v6.18"
 RELEASE_NOTES: dict[str, str] = {
     "v6.1": "bpf_mem_alloc for non-preallocated hash maps (7c8199e24fa0 series); tasks-trace RCU not lazy",
     "v6.2": "refill reuses objects still on free_by_rcu (0893d6007db5); rcu_barrier skipped when "
@@ -126,18 +137,16 @@ RELEASE_NOTES: dict[str, str] = {
     "v6.6": "_ttrace lists, bpf_mem_cache_free_rcu (5af6807bdb10), rcu_request_urgent_qs_task; "
             "call_rcu_tasks_trace lazy, ~250 ms (d119357d0743)",
     "v6.7": "IRQs restored after irq_work_raise() in unit_alloc/unit_free (566f6de3cea3, 62cf51cb0ebe) "
-            "[same profile as v6.6: the model already uses this order]",
+            "[same profile as v6.6: the model raises irq_work in this order in every profile]",
     "v6.8": "per-CPU caches: watermarks 1/3/1, prefill 1 (0e2ba9f96f9b, 5b95e638f134); free picks the cache by "
-            "unit_size (7ac5c53e0073) [same profile as v6.6, which models 6.8+ here: for v6.6 and v6.7 the "
-            "per-CPU caches of percpu_hash maps should be 32/96/48 with prefill 4, as profiles v6.1-v6.4 have]",
-    "v6.12": "bpf_mem_alloc_check_size() (62a898b07b83) [same profile as v6.6]",
-    "v6.13": "htab frees the old element after dropping the bucket lock (b9e9ed90b10c) [same profile as v6.6: "
+            "unit_size (7ac5c53e0073) [the model's size-class free uses unit_size in every profile]",
+    "v6.12": "bpf_mem_alloc_check_size() (62a898b07b83) [same profile as v6.8]",
+    "v6.13": "htab frees the old element after dropping the bucket lock (b9e9ed90b10c) [same profile as v6.8: "
              "the model frees after the unlock]",
     "v6.15": "hash buckets on rqspinlock (4fa8d68aa53e): no map_locked counters, lock failure -EDEADLK/-ETIMEDOUT "
-             "[same profile as v6.6]",
+             "[same profile as v6.8]",
     "v6.16": "LRU maps take target_free = clamp(max_entries / CPUs / 2, 1, 128) free nodes at a time instead of "
-             "128 (d4adf1c9ee77) [same profile as v6.6, which models 6.16+ here: for 6.6-6.15 an LRU map smaller "
-             "than 256 x CPUs entries evicts differently; v6.1-v6.4 use 128]",
+             "128 (d4adf1c9ee77)",
 }
 
 
