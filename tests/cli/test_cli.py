@@ -33,6 +33,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     (["bench", "htab-mem", "--use-case", "add_del_on_diff_cpu", "--cpus", "3"], "--cpus"),
     (["bench", "htab-mem", "--plot", "x.txt"], "--plot"),
     (["bench", "htab-mem", "--map-type", "array"], "--map-type"),
+    (["bench", "htab-mem", "--backend", "kernel", "--policy", "v7.0"], "--policy"),    # a prediction: model only
     (["bench", "htab-mem", "--plot", "/no/such/dir/x.png"], "--plot"),
 ])
 def test_bad_options_exit_2_with_one_line_naming_the_option(args: list[str], option: str,

@@ -209,7 +209,7 @@ def kernel_policies(policy: str) -> list[str]:
                          f"model-only: use --policy all ({DEFAULT_RELEASE} and prealloc), {DEFAULT_RELEASE} or prealloc")
     # the running kernel's bpf_mem_alloc: its release, the profile of the 6.6+ allocator (v6.6, v6.8, v6.16,
     # as named before release-exact profiles existed), or preallocated maps
-    if get_policy(policy).name not in ("v6.6", "v6.8", "v6.16", "prealloc") or get_policy(policy).prediction:
+    if get_policy(policy).name not in ("v6.6", "v6.8", "v6.16", "prealloc"):
         fail("--policy", f"the kernel backend runs this kernel ({platform.release()}); --policy must be "
                          f"{DEFAULT_RELEASE} (its bpf_mem_alloc; also v6.6..v6.19) or prealloc, got {policy!r}")
     return [policy]
