@@ -101,14 +101,6 @@ def reversed_nodes(head: ListHead) -> list[BpfLruNode]:
     return out
 
 
-def list_len(head: ListHead) -> int:
-    n, e = 0, head.next
-    while e is not head:
-        n += 1
-        e = e.next
-    return n
-
-
 class BpfLruList:
     """``struct bpf_lru_list``: active, inactive and free lists, counts of the first two."""
 
@@ -368,20 +360,6 @@ class BpfLru:
             list_add(node, self.common_lru.lists[BPF_LRU_LIST_T_FREE])
         if scaled_target:
             self.target_free = min(max(len(nodes) // self.ncpus // 2, 1), LOCAL_FREE_TARGET)
-
-    def lengths(self) -> dict[str, int]:
-        """Nodes per list kind, summed over CPUs (for the memory breakdown)."""
-        out = {"active": 0, "inactive": 0, "free": 0, "local_free": 0, "local_pending": 0}
-        lists = self.percpu_lru if self.percpu else [self.common_lru]
-        for l in lists:
-            out["active"] += list_len(l.lists[BPF_LRU_LIST_T_ACTIVE])
-            out["inactive"] += list_len(l.lists[BPF_LRU_LIST_T_INACTIVE])
-            out["free"] += list_len(l.lists[BPF_LRU_LIST_T_FREE])
-        if not self.percpu:
-            for loc in self.local_list:
-                out["local_free"] += list_len(loc.free)
-                out["local_pending"] += list_len(loc.pending)
-        return out
 
     def sizeof(self) -> int:
         """Bytes of the per-CPU list heads (``alloc_percpu`` in ``bpf_lru_init``)."""

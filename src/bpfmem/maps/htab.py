@@ -309,6 +309,14 @@ class MemAllocElems:
         bpf_mem_alloc_destroy(self.ma)
 
 
+def prealloc_area(htab: BpfHtab, num_entries: int) -> tuple[MemObj, list[MemObj]]:
+    """``prealloc_init()``: one ``bpf_map_area_alloc`` for ``num_entries`` elements, and the elements."""
+    area = bpf_map_area_alloc(htab.mm, htab.elem_size * num_entries, htab.memcg)
+    if area is None:
+        raise BpfError(ENOMEM, "prealloc_init: bpf_map_area_alloc")
+    return area, [MemObj(-(i + 1), htab.elem_size, htab.elem_size, 0, None, "prealloc") for i in range(num_entries)]
+
+
 class PreallocElems:
     """Preallocated elements on a pcpu_freelist with per-CPU ``extra_elems``."""
 
@@ -318,11 +326,8 @@ class PreallocElems:
         ncpus = htab.m.num_possible_cpus()
         self.has_extra = not htab.percpu
         self.num_entries = htab.attr.max_entries + (ncpus if self.has_extra else 0)
-        self.area = bpf_map_area_alloc(htab.mm, htab.elem_size * self.num_entries, htab.memcg)
-        if self.area is None:
-            raise BpfError(ENOMEM, "prealloc_init: bpf_map_area_alloc")
-        self.elems = [MemObj(-(i + 1), htab.elem_size, htab.elem_size, 0, None, "prealloc")
-                      for i in range(self.num_entries)]
+        self.area: MemObj | None
+        self.area, self.elems = prealloc_area(htab, self.num_entries)
         self.freelist: PcpuFreelist[MemObj] = PcpuFreelist(ncpus)
         self.freelist.populate(self.elems)
         self.extra_elems: list[MemObj | None] = [None] * ncpus
@@ -379,17 +384,13 @@ class LruElems:
     def __init__(self, htab: BpfHtab, scaled_target: bool = True) -> None:
         ncpus = htab.m.num_possible_cpus()
         self.num_entries = htab.max_entries
-        self.area = bpf_map_area_alloc(htab.mm, htab.elem_size * self.num_entries, htab.memcg)
-        if self.area is None:
-            raise BpfError(ENOMEM, "prealloc_init: bpf_map_area_alloc")
+        self.area: MemObj | None
+        self.area, elems = prealloc_area(htab, self.num_entries)
         self.htab = htab
         self.lru = BpfLru(ncpus, bool(htab.attr.map_flags & BPF_F_NO_COMMON_LRU), self.htab_lru_map_delete_node)
-        nodes = []
-        for i in range(self.num_entries):
-            elem = MemObj(-(i + 1), htab.elem_size, htab.elem_size, 0, None, "prealloc")
+        for elem in elems:
             elem.hdr = BpfLruNode(elem)
-            nodes.append(elem.hdr)
-        self.lru.bpf_lru_populate(nodes, scaled_target)
+        self.lru.bpf_lru_populate([e.hdr for e in elems], scaled_target)
         self.evicted = 0
 
     def htab_lru_map_delete_node(self, node: BpfLruNode) -> bool:
@@ -658,6 +659,7 @@ class BpfHtab:
             cpu.point_hook(cpu, "htab_update:locked")
         l_old = self.table.get(key)
         ret = 0
+        inserted = False
         if l_old is not None and mode == BPF_NOEXIST:
             ret = -EEXIST
         elif l_old is None and mode == BPF_EXIST:
@@ -671,17 +673,14 @@ class BpfHtab:
             if init is not None:
                 init(l_new)
             self.table[key] = l_new
-            if l_old is not None and not self.percpu:
-                l_new.hdr.ref = 1
-            l_new = None if self.percpu else l_new
+            inserted = True
+            if l_old is not None:
+                l_new.hdr.ref = 1                       # replacing: the new element starts referenced
         self._unlock(cpu)
-        if self.percpu:
-            if l_new is not None and (ret or l_old is not None):
-                elems.free(self, cpu, l_new)            # the popped element was not used
-        elif ret:
-            elems.free(self, cpu, l_new)  # type: ignore[arg-type]
-        elif l_old is not None:
-            elems.free(self, cpu, l_old)
+        if l_new is not None and not inserted:
+            elems.free(self, cpu, l_new)                # popped but not used: an error, or copied in place
+        elif inserted and l_old is not None:
+            elems.free(self, cpu, l_old)                # the replaced element
         return ret
 
     def delete(self, cpu: Cpu, key: int) -> int:
