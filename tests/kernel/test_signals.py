@@ -114,7 +114,8 @@ def _signal_matrix(points_per_signal: int, seed: int) -> None:
                     (p.returncode and not (lines and lines[-1].startswith("bpfmem: stopped by"))):
                 problems.append((signal.Signals(sig).name, argv[:2], round(delay, 3), p.returncode, alive, cgs,
                                  lines[-3:]))
-    assert not problems, problems
+    # in full: pytest shortens a bare repr, and the last stderr lines say what went wrong
+    assert not problems, "\n".join(repr(pr) for pr in problems)
     assert outcomes.get("stopped", 0) >= len(SIGNALS) * points_per_signal // 2, outcomes
 
 
@@ -184,3 +185,28 @@ def test_teardown_removes_a_cgroup_of_ours_that_lost_its_registration() -> None:
     assert not os.path.exists(cg.path)
     assert [n for n in os.listdir(os.path.dirname(cg.path)) if n.startswith("bpfmem-")] == \
         [n for n in others if n != os.path.basename(cg.path)]      # nobody else's was touched
+
+
+@pytest.mark.kernel
+def test_a_signal_while_the_sampler_starts_unwinds_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal that arrives inside ``Thread.start()`` of the memory sampler must end as that signal, not as
+    'cannot join thread before it is started' from the cleanup (exit 70 instead of 143)."""
+    require_kernel_backend()
+    import threading
+
+    from bpfmem.backend.protocol import MapSpec
+    from bpfmem.kernel.backend import KernelBackend
+    from bpfmem.kernel.lifecycle import Terminated, signals_as_exceptions
+    real_start = threading.Thread.start
+
+    def start_after_a_signal(self: threading.Thread) -> None:
+        if self.name == "bpfmem-sampler":
+            os.kill(os.getpid(), signal.SIGTERM)       # handled at the next instruction unless deferred
+        real_start(self)
+    monkeypatch.setattr(threading.Thread, "start", start_after_a_signal)
+    with pytest.raises(Terminated) as ei:
+        with signals_as_exceptions():
+            with KernelBackend(1) as kb:
+                kb.map_create(MapSpec("hash", 4, 8, 16))
+    assert ei.value.signum == signal.SIGTERM
+    assert all(t.name != "bpfmem-sampler" or not t.is_alive() for t in threading.enumerate())

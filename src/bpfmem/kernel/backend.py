@@ -37,7 +37,7 @@ from . import DRIVERS
 from . import syscall as S
 from . import uapi as U
 from .cgroup import ChildMemcg, MemcgLayout, create_in, memcg_layout
-from .lifecycle import fork, kill_and_reap
+from .lifecycle import deferred_signals, fork, kill_and_reap
 
 KERNEL_MAP_TYPES = {"hash": U.BPF_MAP_TYPE_HASH, "percpu_hash": U.BPF_MAP_TYPE_PERCPU_HASH,
                     "lru_hash": U.BPF_MAP_TYPE_LRU_HASH, "lru_percpu_hash": U.BPF_MAP_TYPE_LRU_PERCPU_HASH}
@@ -223,8 +223,10 @@ class KernelBackend:
         self.phase = "create"
         m.samples.append(self._read(m))
         self._stop.clear()
-        self._sampler = threading.Thread(target=self._sample_loop, args=(m,), daemon=True, name="bpfmem-sampler")
-        self._sampler.start()
+        sampler = threading.Thread(target=self._sample_loop, args=(m,), daemon=True, name="bpfmem-sampler")
+        with deferred_signals():        # a signal inside start() left a thread that join() refuses (exit 70)
+            sampler.start()
+            self._sampler = sampler
         return m
 
     def sample(self, m: KernelMap, phase: str = "") -> MemorySample:
