@@ -15,7 +15,7 @@ def test_every_release_from_6_1_to_6_19_has_a_profile() -> None:
     assert list(RELEASES) == [f"v6.{n}" for n in range(1, 20)] + ["v7.0"]
     assert {r: get_policy(r).name for r in ("v6.1", "v6.3", "v6.4", "v6.5", "v6.6", "v6.7", "v6.8", "v6.15",
                                             "v6.16", "v6.18", "v7.0")} == \
-        {"v6.1": "v6.1", "v6.3": "v6.2", "v6.4": "v6.4", "v6.5": "v6.4", "v6.6": "v6.6", "v6.7": "v6.6",
+        {"v6.1": "v6.1", "v6.3": "v6.2", "v6.4": "v6.4", "v6.5": "v6.4", "v6.6": "v6.6", "v6.7": "v6.7",
          "v6.8": "v6.8", "v6.15": "v6.8", "v6.16": "v6.16", "v6.18": "v6.16", "v7.0": "v7.0"}
     with pytest.raises(ValueError, match="v6.1..v6.19"):
         get_policy("v6.20")

@@ -45,7 +45,7 @@ from ..mm import (GFP_KERNEL, GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZER
                   kmalloc_charge, kmalloc_size_class, pcpu_obj_full_size)
 from ..rcu import (Rcu, call_rcu, call_rcu_hurry, call_rcu_tasks_trace, rcu_barrier, rcu_barrier_tasks_trace,
                    rcu_request_urgent_qs_task)
-from ..sim import Cpu, IrqWork, Machine, irq_work_queue, irq_work_sync
+from ..sim import Cpu, IrqWork, Machine, irq_work_claim, irq_work_queue, irq_work_queue_claimed, irq_work_sync
 from .policy import MemAllocProfile, V6_6
 from .sizes import LLIST_NODE_SZ, NUM_CACHES, bpf_mem_cache_idx, sizes
 
@@ -525,9 +525,33 @@ def irq_work_raise(c: BpfMemCache) -> None:
     irq_work_queue(c.cpu, work)
 
 
+def irq_work_raise_irqs_on(c: BpfMemCache) -> None:
+    """``irq_work_raise()`` as 6.1-6.6 called it, after ``local_irq_restore()``: ``irq_work_queue()`` claims
+    the work, then queues it; a task preempted between the two leaves the work pending but not queued, and
+    every other task's raise on this CPU is a no-op until it runs again (fixed in 6.7 by raising with IRQs
+    still off: 566f6de3cea3, 62cf51cb0ebe)."""
+    work = c.refill_work
+    if not irq_work_claim(work):
+        return
+    ins = c.ma.m.instruments
+    if ins.active:
+        ins.emit("irq_work_raise", c.cpu, work)
+    hook = c.cpu.point_hook
+    if hook is not None:
+        hook(c.cpu, "irq_work_raise:claimed")
+    irq_work_queue_claimed(c.cpu, work)
+
+
 # ---------------------------------------------------------------------------
 # fast paths
 # ---------------------------------------------------------------------------
+
+def _irq_restore(cpu: Cpu) -> None:
+    """``local_irq_restore()`` of the fast paths: a refill raised with IRQs off runs now (self-IPI)."""
+    cpu.irq_off -= 1
+    if not cpu.irq_off and cpu.irq_work_list and cpu.self_ipi:
+        cpu.deliver_irq_work()
+
 
 def unit_alloc(c: BpfMemCache) -> MemObj | None:
     """``unit_alloc()``: pop the local free_llist; NULL if empty or re-entered."""
@@ -553,6 +577,10 @@ def unit_alloc(c: BpfMemCache) -> MemObj | None:
                 obj.hdr = c
     c.active -= 1
     if cnt < c.low_watermark and not c.refill_work.pending:
+        if c.ma.profile.raise_after_irq_restore:     # 6.1-6.6
+            _irq_restore(cpu)
+            irq_work_raise_irqs_on(c)
+            return obj
         irq_work_raise(c)
     cpu.irq_off -= 1
     if not cpu.irq_off and cpu.irq_work_list and cpu.self_ipi:
@@ -584,6 +612,10 @@ def unit_free(c: BpfMemCache, obj: MemObj) -> None:
         c.free_llist_extra.append(obj)
     c.active -= 1
     if cnt > c.high_watermark and not c.refill_work.pending:
+        if c.ma.profile.raise_after_irq_restore:     # 6.1-6.6
+            _irq_restore(cpu)
+            irq_work_raise_irqs_on(c)
+            return
         irq_work_raise(c)
     cpu.irq_off -= 1
     if not cpu.irq_off and cpu.irq_work_list and cpu.self_ipi:
@@ -605,6 +637,10 @@ def unit_free_rcu(c: BpfMemCache, obj: MemObj) -> None:
         c.free_llist_extra_rcu.append(obj)
     c.active -= 1
     if not c.call_rcu_in_progress:
+        if c.ma.profile.raise_after_irq_restore:     # 6.6
+            cpu.local_irq_restore()
+            irq_work_raise_irqs_on(c)
+            return
         irq_work_raise(c)
     cpu.local_irq_restore()
 
@@ -728,6 +764,44 @@ def bpf_mem_cache_alloc(ma: BpfMemAlloc, cpu: Cpu) -> MemObj | None:
         if ins.active:
             ins.emit("obj_alloc", cpu, c, obj)
     return obj
+
+
+def bpf_mem_cache_alloc_flags(ma: BpfMemAlloc, cpu: Cpu, gfp: int) -> MemObj | None:
+    """``bpf_mem_cache_alloc_flags()`` (6.4, e65a5c6edbc6): ``unit_alloc``; when the free list is empty and the
+    caller may sleep (``gfp == GFP_KERNEL``: sleepable programs), one object straight from slab, charged to
+    the allocator's memcg (``set_active_memcg(get_memcg(c))``), which may reclaim."""
+    c = ma.cache[cpu.id]  # type: ignore[index]
+    obj: Any = unit_alloc(c)
+    if obj is None and gfp == GFP_KERNEL:
+        ctx = ma.mm.memcg_ctx
+        old = ctx.set_active_memcg(cpu.id, cpu.in_interrupt(), _charged(c))
+        try:
+            if ma.anon:
+                obj = c if _alloc_anon(c, 1, GFP_KERNEL) == 1 else None
+            else:
+                obj = __alloc(c, NUMA_NO_NODE, GFP_KERNEL)
+                if obj is not None:
+                    obj.hdr = c
+        finally:
+            ctx.set_active_memcg(cpu.id, cpu.in_interrupt(), old)
+    if obj is not None:
+        ma.outstanding += 1
+        ins = ma.m.instruments
+        if ins.active and not ma.anon:
+            ins.emit("obj_alloc", cpu, c, obj)
+    return obj
+
+
+def bpf_mem_cache_raw_free(ma: BpfMemAlloc, obj: Any) -> None:
+    """``bpf_mem_cache_raw_free()`` (6.4, e65a5c6edbc6): ``kfree`` the object, bypassing every cache (for
+    objects whose grace period the caller already waited for).  Without identities ``obj`` is its cache."""
+    ma.outstanding -= 1
+    if ma.anon:
+        _free_anon(obj, 1)
+        return
+    c = obj.hdr
+    _emit_free(ma, c.cpu, c, obj, "raw_free")
+    free_one(c, obj)
 
 
 def _emit_free(ma: BpfMemAlloc, cpu: Cpu, c: BpfMemCache, obj: MemObj, kind: str) -> None:

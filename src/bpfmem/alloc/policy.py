@@ -1,7 +1,9 @@
 """Version profiles and watermark policies of bpf_mem_alloc, as strategy objects.
 
 Problem: memalloc.c changed shape three times (6.1, 6.2, 6.6) and the versions
-differ in exactly three decisions (6.8 then shrank the per-CPU caches: ``percpu_small_caches``).  Each profile answers them; the mechanism in
+differ in exactly three decisions (then 6.7 moved irq_work_raise() before the IRQ
+restore: ``raise_after_irq_restore``; 6.8 shrank the per-CPU caches:
+``percpu_small_caches``).  Each profile answers them; the mechanism in
 ``memalloc.py`` is written once.
 
 1. ``reuse_sources(c)``: before kmalloc, may a refill take objects that
@@ -63,6 +65,10 @@ class MemAllocProfile:
     # unit-size rule of every other cache
     percpu_small_caches = False
     has_free_rcu = False
+    # 6.1-6.6 restore IRQs before irq_work_raise() in unit_alloc/unit_free(_rcu); 6.7 raises first
+    # (566f6de3cea3, 62cf51cb0ebe).  Same memory and speed; the difference is a preemption window
+    # (``memalloc.irq_work_raise_irqs_on``).  The proposals inherit the order of the 6.2 base they were posted on.
+    raise_after_irq_restore = False
     # fault injection for the explorer (no kernel has these): False plants "free_rcu reuses at once";
     # in ``planted`` (cold paths only): "lose_extra_rcu" makes check_free_by_rcu drop free_llist_extra_rcu,
     # "ttrace_as_rcu" makes do_call_rcu_ttrace wait for a normal RCU GP instead of a tasks-trace GP
@@ -124,6 +130,7 @@ class V6_1(MemAllocProfile):
 
     name = "v6.1"
     kernel = "6.1 (kernel/bpf/memalloc.c as merged in 7c8199e24fa0 and follow-ups)"
+    raise_after_irq_restore = True
     list_names = {"free_by_rcu_ttrace": "free_by_rcu", "waiting_for_gp_ttrace": "waiting_for_gp"}
 
     def ttrace_needs_call_rcu(self, trace_implies_rcu_gp: bool) -> bool:
@@ -135,6 +142,7 @@ class V6_2(MemAllocProfile):
 
     name = "v6.2"
     kernel = "6.2-6.5 (Hou Tao, 'Misc optimizations for bpf mem allocator')"
+    raise_after_irq_restore = True
     list_names = {"free_by_rcu_ttrace": "free_by_rcu", "waiting_for_gp_ttrace": "waiting_for_gp"}
 
     def reuse_sources(self, c: BpfMemCache) -> tuple[list, ...]:
@@ -142,12 +150,13 @@ class V6_2(MemAllocProfile):
 
 
 class V6_6(MemAllocProfile):
-    """6.6-6.7: ``_ttrace`` lists, ``tgt`` hint, reuse from both ttrace lists."""
+    """6.6: ``_ttrace`` lists, ``tgt`` hint, reuse from both ttrace lists."""
 
     name = "v6.6"
-    kernel = "6.6-6.7 (Alexei Starovoitov, 'bpf: Introduce bpf_mem_cache_free_rcu()')"
+    kernel = "6.6 (Alexei Starovoitov, 'bpf: Introduce bpf_mem_cache_free_rcu()')"
     uses_hint = True
     has_free_rcu = True
+    raise_after_irq_restore = True
 
     def reuse_sources(self, c: BpfMemCache) -> tuple[list, ...]:
         return (c.free_by_rcu_ttrace, c.waiting_for_gp_ttrace)
@@ -156,7 +165,15 @@ class V6_6(MemAllocProfile):
         return c.tgt
 
 
-class V6_8(V6_6):
+class V6_7(V6_6):
+    """6.7: the 6.6 allocator raising its irq_work before restoring IRQs (566f6de3cea3, 62cf51cb0ebe)."""
+
+    name = "v6.7"
+    kernel = "6.7 (Hou Tao, 'bpf: Enable IRQ after irq_work_raise() completes')"
+    raise_after_irq_restore = False
+
+
+class V6_8(V6_7):
     """6.8-6.19: per-CPU caches with 1/3/1 watermarks and a prefill of 1 (0e2ba9f96f9b, 5b95e638f134)."""
 
     name = "v6.8"
@@ -164,7 +181,7 @@ class V6_8(V6_6):
     percpu_small_caches = True
 
 
-PROFILES: dict[str, type[MemAllocProfile]] = {"v6.1": V6_1, "v6.2": V6_2, "v6.6": V6_6, "v6.8": V6_8}
+PROFILES: dict[str, type[MemAllocProfile]] = {"v6.1": V6_1, "v6.2": V6_2, "v6.6": V6_6, "v6.7": V6_7, "v6.8": V6_8}
 
 
 def get_profile(name: str) -> MemAllocProfile:

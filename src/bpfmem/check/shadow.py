@@ -25,6 +25,7 @@ Violations (``kind``: accepted by the kernel?):
 | ``double_free`` | an object freed twice | bug |
 | ``leak`` | objects still allocated at destroy | bug |
 | ``nmi_alloc_fail`` | allocation failed in NMI (re-entrancy guard) | accepted |
+| ``alloc_fail`` | allocation failed in a task with the cache's refill irq_work claimed but not yet queued (another task preempted inside ``irq_work_raise()``: 6.1-6.6) | bug (fixed by 566f6de3cea3) |
 | ``wrong_result`` | the scenario's oracle saw a result no sequential order allows | bug |
 | ``invariant`` | allocator lists inconsistent after the run | bug |
 """
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 KINDS = ("uaf", "reused_read", "freed_read", "reuse_before_gp", "double_free", "last_ref", "leak", "nmi_alloc_fail",
-         "wrong_result", "invariant", "livelock")
+         "alloc_fail", "wrong_result", "invariant", "livelock")
 
 # frees after which an RCU reader that entered before the free may still read the object
 RCU_PROTECTED_FREES = frozenset({"free_rcu", "free_after_gp"})   # the latter: a proposal's bpf_mem_cache_free

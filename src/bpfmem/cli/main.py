@@ -207,9 +207,9 @@ def kernel_policies(policy: str) -> list[str]:
     if policy in GROUPS:
         fail("--policy", f"the kernel backend runs this kernel ({platform.release()}); the {policy} group is "
                          f"model-only: use --policy all ({DEFAULT_RELEASE} and prealloc), {DEFAULT_RELEASE} or prealloc")
-    # the running kernel's bpf_mem_alloc: its release, the profile of the 6.6+ allocator (v6.6, v6.8, v6.16,
-    # as named before release-exact profiles existed), or preallocated maps
-    if get_policy(policy).name not in ("v6.6", "v6.8", "v6.16", "prealloc"):
+    # the running kernel's bpf_mem_alloc: its release, the profile of the 6.6+ allocator (v6.6, v6.7, v6.8,
+    # v6.16, as named before release-exact profiles existed), or preallocated maps
+    if get_policy(policy).name not in ("v6.6", "v6.7", "v6.8", "v6.16", "prealloc"):
         fail("--policy", f"the kernel backend runs this kernel ({platform.release()}); --policy must be "
                          f"{DEFAULT_RELEASE} (its bpf_mem_alloc; also v6.6..v6.19) or prealloc, got {policy!r}")
     return [policy]
@@ -431,8 +431,8 @@ def policies_cmd(as_json: bool) -> None:
 
 
 # the explorer policy whose free path a bench policy's hash map uses (None: not explored)
-EXPLORED_AS = {"v6.1": "free", "v6.2": "free", "v6.4": "free", "v6.6": "free", "v6.8": "free", "v6.16": "free",
-               "v7.0": "free", "prealloc": "free", "free_rcu": "free_rcu",
+EXPLORED_AS = {"v6.1": "free", "v6.2": "free", "v6.4": "free", "v6.6": "free", "v6.7": "free", "v6.8": "free",
+               "v6.16": "free", "v7.0": "free", "prealloc": "free", "free_rcu": "free_rcu",
                "delayed_free": "call_rcu_free", "kmalloc_rcu": None}
 
 

@@ -225,6 +225,9 @@ class Env:
             self.log(t, "bpf_mem_cache_alloc() -> NULL")
             if t.ctx == "nmi":
                 self.checker.flag("nmi_alloc_fail", f"cpu{t.cpu}/nmi: allocation failed (re-entered cache)")
+            elif any(w.pending and w not in cpu.irq_work_list for w in _refill_works(ma, t.cpu)):
+                self.checker.flag("alloc_fail", f"cpu{t.cpu}/{t.name}: allocation failed: the refill irq_work is "
+                                                "claimed by a preempted task and not yet queued")
             return None
         ref = Ref(obj, self.checker.shadow(obj).gen)
         self.log(t, "bpf_mem_cache_alloc() -> %r", ref)
@@ -253,7 +256,7 @@ class Env:
 
     def free(self, t: Thread, ma: BpfMemAlloc, ref: Ref, policy: str) -> None:
         """Free by the scenario's policy (see ``scenarios.POLICIES``)."""
-        if policy == "free" or ma.profile.proposal:
+        if policy in ("free", "free_v6.6") or ma.profile.proposal:
             self.bpf_mem_cache_free(t, ma, ref)
         elif policy == "call_rcu_free":
             self.call_rcu_free(t, ma, ref)
@@ -331,6 +334,13 @@ class Env:
     # -- oracle ---------------------------------------------------------------------------------------
     def wrong(self, t: Thread, message: str) -> None:
         self.checker.flag("wrong_result", f"cpu{t.cpu}/{t.ctx} {t.name}: {message}")
+
+
+def _refill_works(ma: BpfMemAlloc, cpu: int) -> list[Any]:
+    """The refill irq_works of ``ma``'s caches on ``cpu``."""
+    if ma.cache is not None:
+        return [ma.cache[cpu].refill_work]
+    return [c.refill_work for c in (ma.caches or [[]])[cpu]]
 
 
 def render(entry: Any) -> str:
@@ -411,6 +421,8 @@ class Run:
         self._labels: dict[tuple[Any, ...], str] = {}
         self.main = getcurrent()
         self.sched_steps = 0
+        self._shared_cpus = False
+        self._on_cpu: dict[int, Thread] = {}          # the thread that last ran on each CPU
         for cpu in self.m.cpus:
             cpu.point_hook = self._point
 
@@ -447,6 +459,7 @@ class Run:
                 self.main.switch()
             elif t is not self.current:
                 self.current = t
+                self._on_cpu[t.cpu] = t
                 self._resume(t)
 
     def _decide(self, where: str = "") -> Thread | None:
@@ -459,6 +472,9 @@ class Run:
             runnable = [t for t in self.threads if not t.done and (t.sleeps_until is None or t.sleeps_until.done)]
             if not runnable and any(not t.done for t in self.threads):
                 runnable = [t for t in self.threads if not t.done]      # nobody left to wake them: wake all
+            if self._shared_cpus and runnable:
+                on_cpu = self._on_cpu
+                runnable = [t for t in runnable if not cpus[t.cpu].irq_off or on_cpu.get(t.cpu, t) is t]
             if not runnable:
                 return None
             if self.sched_steps >= self.max_steps:
@@ -561,6 +577,9 @@ class Run:
     def execute(self) -> RunResult:
         eng = self.m.engine
         self.running = True
+        # threads sharing a CPU: one may not run while another holds that CPU's IRQs off (no preemption)
+        self._shared_cpus = len({t.cpu for t in self.threads}) < len(self.threads)
+        self._on_cpu = {}
         self.memory.settle()
         for t in self.threads:
             t.glet = greenlet(lambda t=t: self._thread_main(t))
@@ -570,6 +589,7 @@ class Run:
                 if t is None:
                     break
                 self.current = t
+                self._on_cpu[t.cpu] = t
                 self._resume(t)
             if not self.aborted:
                 events = 0

@@ -14,7 +14,6 @@ to 4096 B do not fit the 512 B stack).  A failing helper bumps
 
 from __future__ import annotations
 
-import ctypes as C
 import errno as errno_mod
 import struct
 from typing import Sequence, TypeVar

@@ -9,7 +9,8 @@ if" questions.
 | v6.1        | bpf_mem_alloc as merged: kmalloc refill, own GP list      | 6.1    |
 | v6.2        | + refill reuses objects not yet handed to RCU             | 6.2-6.3|
 | v6.4        | v6.2 with fdinfo memlock = htab_map_mem_usage()           | 6.4-6.5|
-| v6.6        | + _ttrace lists, tgt hint, reuse during the GP            | 6.6-6.7 |
+| v6.6        | + _ttrace lists, tgt hint, reuse during the GP            | 6.6    |
+| v6.7        | v6.6 raising the refill irq_work before restoring IRQs    | 6.7    |
 | v6.8        | + per-CPU caches 1/3/1, prefill 1                         | 6.8-6.15 |
 | v6.16       | + LRU target_free from the map size                       | 6.16-6.19 |
 | v7.0        | v6.6 with tasks-trace RCU on SRCU-fast (no lazy timer)    | 7.0, a prediction |
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..alloc import V6_1, V6_2, V6_6, V6_8, MemAllocProfile
+from ..alloc import V6_1, V6_2, V6_6, V6_7, V6_8, MemAllocProfile
 from ..alloc.proposals import FreeAfterGp, NoReuse, ReuseAfterGp, ReuseAfterGpGlobal, ReuseAfterGpPcpu
 
 
@@ -70,8 +71,10 @@ POLICIES: dict[str, HtabPolicy] = {p.name: p for p in (
                tasks_trace_lazy=False, memlock_footprint=True, lru_scaled_target=False),
     HtabPolicy("v6.4", "ma", V6_2, False, "6.4-6.5", "the 6.2 allocator; fdinfo memlock is htab_map_mem_usage() (304849a27b34)",
                tasks_trace_lazy=False, lru_scaled_target=False),
-    HtabPolicy("v6.6", "ma", V6_6, False, "6.6-6.7", "bpf_mem_alloc 6.6+: _ttrace lists, tgt hint, reuse during the GP",
+    HtabPolicy("v6.6", "ma", V6_6, False, "6.6", "bpf_mem_alloc 6.6+: _ttrace lists, tgt hint, reuse during the GP",
                lru_scaled_target=False),
+    HtabPolicy("v6.7", "ma", V6_7, False, "6.7", "v6.6 raising its refill irq_work before restoring IRQs "
+               "(no preemption window; same memory and speed)", lru_scaled_target=False),
     HtabPolicy("v6.8", "ma", V6_8, False, "6.8-6.15", "v6.6 with per-CPU caches of 1/3/1 and a prefill of 1",
                lru_scaled_target=False),
     HtabPolicy("v6.16", "ma", V6_8, False, "6.16-6.19",
@@ -110,7 +113,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
                   "reuse_after_gp_pcpu"),
 }
 # v6.4 differs from v6.2 in fdinfo memlock only, v6.8 and v6.16 from v6.6 in per-CPU caches and LRU maps only:
-# they are in "everything", not in "all"
+# they are in "everything", not in "all"; v6.7 differs from v6.6 in a preemption window only (the explorer's
+# irq_work_preempt), not in memory or speed: it is in no group
 GROUPS["everything"] = GROUPS["all"] + ("v6.4", "v6.8", "v6.16") + GROUPS["proposals"]
 # today's kernel beside the next release's predicted profile
 GROUPS["next"] = ("v6.16", "v7.0")
@@ -124,7 +128,7 @@ def expand_policy(name: str) -> list[str]:
 # Every release from 6.1 to 6.19 and the profile that models it (named by the first release it applies
 # to).  Changes inside a range that the model does not (yet) tell apart are listed with their commits.
 RELEASES: dict[str, str] = {f"v6.{n}": ("v6.1" if n == 1 else "v6.2" if n <= 3 else "v6.4" if n <= 5 else
-                                         "v6.6" if n <= 7 else "v6.8" if n <= 15 else "v6.16")
+                                         "v6.6" if n == 6 else "v6.7" if n == 7 else "v6.8" if n <= 15 else "v6.16")
                             for n in range(1, 20)}
 # what "the running kernel" means by default: this machine kind runs 6.18
 DEFAULT_RELEASE = "v6.18"
@@ -136,8 +140,8 @@ RELEASE_NOTES: dict[str, str] = {
             "max_entries x round_up(key + value, 8), page-rounded",
     "v6.6": "_ttrace lists, bpf_mem_cache_free_rcu (5af6807bdb10), rcu_request_urgent_qs_task; "
             "call_rcu_tasks_trace lazy, ~250 ms (d119357d0743)",
-    "v6.7": "IRQs restored after irq_work_raise() in unit_alloc/unit_free (566f6de3cea3, 62cf51cb0ebe) "
-            "[same profile as v6.6: the model raises irq_work in this order in every profile]",
+    "v6.7": "IRQs restored after irq_work_raise() in unit_alloc/unit_free(_rcu) (566f6de3cea3, 62cf51cb0ebe): "
+            "no preemption between claiming the refill irq_work and queueing it (explore irq_work_preempt)",
     "v6.8": "per-CPU caches: watermarks 1/3/1, prefill 1 (0e2ba9f96f9b, 5b95e638f134); free picks the cache by "
             "unit_size (7ac5c53e0073) [the model's size-class free uses unit_size in every profile]",
     "v6.12": "bpf_mem_alloc_check_size() (62a898b07b83) [same profile as v6.8]",

@@ -11,9 +11,11 @@ interrupt on some other task's time.  The kernel does this by switching the
 A charge walks from the cgroup to the root and fails if any level would pass
 its limit.  Allocations that may reclaim would try reclaim first; BPF memory
 is not reclaimable, so in the model they fail the same way (the caller turns
-that into ENOMEM).  GFP_NOWAIT charges (the allocator's irq_work refill) fail
-at the limit without reclaim.  Every failure increments ``failcnt`` on the
-level that refused.
+that into ENOMEM; the OOM killer a task of the cgroup would meet is decided by
+the caller, ``maps.memcg_rules``).  GFP_NOWAIT charges (the allocator's
+irq_work refill) fail at the limit without reclaim; GFP_ATOMIC charges
+(``__GFP_HIGH``) are forced past it (``force_charge``).  Every refusal
+increments ``failcnt`` on the level that refused.
 
 Views: ``files("v1")`` gives ``memory.kmem.usage_in_bytes``,
 ``memory.kmem.max_usage_in_bytes``, ``memory.usage_in_bytes``,
@@ -81,6 +83,20 @@ class MemCgroup:
         if ins is not None and ins.active:
             ins.emit("memcg_charge", self, nbytes)
         return True
+
+    def force_charge(self, nbytes: int) -> None:
+        """``page_counter_charge()`` after a refused ``try_charge``: the ``force:`` label of
+        ``try_charge_memcg`` for ``__GFP_HIGH`` (GFP_ATOMIC) charges, which may pass the limit."""
+        c: MemCgroup | None = self
+        while c is not None:
+            u = c.usage + nbytes
+            c.usage = u
+            if u > c.peak:
+                c.peak = u
+            c = c.parent
+        ins = self.instruments
+        if ins is not None and ins.active:
+            ins.emit("memcg_charge", self, nbytes)
 
     def uncharge(self, nbytes: int) -> None:
         c: MemCgroup | None = self

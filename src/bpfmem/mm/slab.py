@@ -25,9 +25,10 @@ from functools import lru_cache
 from typing import Any
 
 from ..sim import Machine
-from .gfp import __GFP_ACCOUNT
+from .gfp import __GFP_ACCOUNT, __GFP_HIGH
 
 _GFP_ACCOUNT = __GFP_ACCOUNT  # a class body would mangle the kernel's double-underscore name
+_GFP_HIGH = __GFP_HIGH
 from .memcg import MemCgroup
 
 PAGE_SIZE = 4096
@@ -127,8 +128,10 @@ class Slab:
             self.fail_after -= 1
         charged = memcg if (gfp & _GFP_ACCOUNT and memcg is not None) else None
         if charged is not None and not charged.try_charge(charge):
-            self.failures += 1
-            return None
+            if not gfp & _GFP_HIGH:
+                self.failures += 1
+                return None
+            charged.force_charge(charge)                   # GFP_ATOMIC: past the limit
         self._next_id += 1
         obj = MemObj(self._next_id, size, ksize, charge if charged is not None else 0, charged, kind)
         self.live_objects += 1
@@ -171,6 +174,8 @@ class Slab:
         if n <= 0:
             return 0
         charged = memcg if (gfp & _GFP_ACCOUNT and memcg is not None) else None
+        if gfp & _GFP_HIGH and charged is not None:
+            raise ValueError("counted allocations are GFP_NOWAIT refills; a forced (GFP_ATOMIC) charge goes one by one")
         fa = self.fail_after
         by_fail = n if fa is None else max(fa, 0)           # successes fail_after allows
         by_memcg = n

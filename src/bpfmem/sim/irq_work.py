@@ -33,19 +33,33 @@ class IrqWork:
         self.func(self, cpu)
 
 
-def irq_work_queue(cpu: Cpu, work: IrqWork) -> bool:
-    """Queue ``work`` on ``cpu``; False if it was already pending."""
+def irq_work_claim(work: IrqWork) -> bool:
+    """``irq_work_claim()``: mark ``work`` pending; False if it already was (then nothing is queued)."""
     if work.pending:
         return False
     work.pending = True
     work.raised += 1
+    return True
+
+
+def irq_work_queue(cpu: Cpu, work: IrqWork) -> bool:
+    """Queue ``work`` on ``cpu``; False if it was already pending."""
+    if not irq_work_claim(work):
+        return False
+    irq_work_queue_claimed(cpu, work)
+    return True
+
+
+def irq_work_queue_claimed(cpu: Cpu, work: IrqWork) -> None:
+    """``__irq_work_queue_local()`` after a successful claim: the work goes on the CPU's list and the
+    self-IPI (or the next tick) runs it.  Between the two a task may be preempted with the work pending
+    but not yet queued (the window of 566f6de3cea3)."""
     cpu.irq_work_list.append(work)
     if cpu.self_ipi:
         if not cpu.irq_off and not cpu.in_interrupt():
             cpu.deliver_irq_work()
     else:
         cpu.arm_tick()
-    return True
 
 
 def irq_work_sync(cpu: Cpu, work: IrqWork) -> None:

@@ -8,6 +8,7 @@ Policies (how the data structure frees its memory):
 | ``free_rcu`` | ``bpf_mem_cache_free_rcu``: reusable after an RCU GP | bpf_cpumask 6.6+ (8e07bb9ebcd9) |
 | ``call_rcu_free`` | ``call_rcu``, then ``bpf_mem_cache_free`` in the callback | bpf_cpumask 6.4-6.5 (77473d1a962f) |
 | ``bug_free_rcu_no_gp`` | ``bpf_mem_cache_free_rcu`` that forgets the GP | a planted allocator bug |
+| ``free_v6.6`` | ``bpf_mem_cache_free`` on the allocator that restores IRQs before ``irq_work_raise()`` | 6.1-6.6 |
 | ``no_reuse``, ``reuse_after_gp``, ``free_after_gp``, ``reuse_after_gp_global``, ``reuse_after_gp_pcpu`` | ``bpf_mem_cache_free`` on that proposal's allocator (``alloc/proposals.py``) | RFC v1-v5, never merged |
 
 (RFC v3's ``delayed_free`` is ``call_rcu_free``: a ``call_rcu`` per object, then ``bpf_mem_cache_free``.)
@@ -25,17 +26,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ...alloc import V6_6, BpfMemAlloc, MemAllocProfile, bpf_mem_alloc_init
+from ...alloc import V6_6, V6_7, BpfMemAlloc, MemAllocProfile, bpf_mem_alloc_init
 from ...alloc.proposals import PROPOSALS
 from ..runtime import Run
 
-POLICIES = ("free", "free_rcu", "call_rcu_free", "bug_free_rcu_no_gp", *PROPOSALS)
+POLICIES = ("free", "free_rcu", "call_rcu_free", "bug_free_rcu_no_gp", "free_v6.6", *PROPOSALS)
 POLICY_HELP = {
     "free": "bpf_mem_cache_free: reusable at once (htab; bpf_cpumask 6.3)",
     "free_rcu": "bpf_mem_cache_free_rcu: reusable after an RCU grace period (bpf_cpumask 6.6+)",
     "call_rcu_free": "call_rcu, then bpf_mem_cache_free in the callback (bpf_cpumask 6.4-6.5; RFC v3's "
                      "delayed_free)",
     "bug_free_rcu_no_gp": "planted allocator bug: bpf_mem_cache_free_rcu that reuses at once",
+    "free_v6.6": "bpf_mem_cache_free on the 6.1-6.6 allocator: irq_work raised after IRQs are restored",
     "no_reuse": "RFC v1: bpf_mem_cache_free never reuses; slab after a tasks-trace GP",
     "reuse_after_gp": "RFC v2/v3: reusable after an RCU GP (a kworker per cache)",
     "free_after_gp": "RFC v3: bpf_mem_cache_free never reuses; slab after an RCU GP",
@@ -45,7 +47,7 @@ POLICY_HELP = {
 FREES_WITH_FREE_RCU = ("free_rcu", "bug_free_rcu_no_gp")
 
 
-class V6_6_FreeRcuNoGp(V6_6):
+class FreeRcuNoGp(V6_7):
     """Planted bug: bpf_mem_cache_free_rcu hands the object back for immediate reuse."""
 
     name = "bug:free_rcu_no_gp"
@@ -70,7 +72,8 @@ def profile_for(policy: str, planted: frozenset[str] = frozenset()) -> MemAllocP
         if planted:
             prop.planted = planted
         return prop
-    cls = V6_6_FreeRcuNoGp if policy == "bug_free_rcu_no_gp" else V6_6
+    # today's order (6.7+: irq_work raised before IRQs come back); ``free_v6.6``: the 6.1-6.6 order
+    cls = FreeRcuNoGp if policy == "bug_free_rcu_no_gp" else V6_6 if policy == "free_v6.6" else V6_7
     p = cls(watermarks=ExploreWatermarks())
     if planted:
         p.planted = planted
@@ -122,9 +125,9 @@ class Scenario:
 
 
 def _registry() -> dict[str, Scenario]:
-    from . import churn, cpumask, htab, nmi, qp_trie, slab
+    from . import churn, cpumask, htab, nmi, preempt, qp_trie, slab
     out: dict[str, Scenario] = {}
-    for mod in (htab, qp_trie, cpumask, nmi, slab, churn):
+    for mod in (htab, qp_trie, cpumask, nmi, slab, churn, preempt):
         for s in mod.SCENARIOS:
             out[s.name] = s
     return out
@@ -132,5 +135,5 @@ def _registry() -> dict[str, Scenario]:
 
 SCENARIOS: dict[str, Scenario] = _registry()
 
-__all__ = ["POLICIES", "POLICY_HELP", "FREES_WITH_FREE_RCU", "SCENARIOS", "Scenario", "ExploreWatermarks", "V6_6_FreeRcuNoGp",
+__all__ = ["POLICIES", "POLICY_HELP", "FREES_WITH_FREE_RCU", "SCENARIOS", "Scenario", "ExploreWatermarks", "FreeRcuNoGp",
            "profile_for", "new_ma", "check_conservation"]

@@ -1,0 +1,453 @@
+"""BPF local storage: task, cgroup, socket and inode storage, whose elements live as long as their owner.
+
+Models: kernel/bpf/bpf_local_storage.c with bpf_task_storage.c, bpf_cgrp_storage.c,
+net/core/bpf_sk_storage.c and bpf_inode_storage.c, per release (``LocalStorageProfile``):
+
+- 6.1-6.3: every element (``selem``, ``72 + value_size`` bytes) and the owner's ``struct
+  bpf_local_storage`` (168 B; 176 from 6.4) come from ``bpf_map_kzalloc`` charged to the map's memcg.
+  Delete (helper or syscall): ``call_rcu_tasks_trace`` then ``kfree_rcu`` (6.1) or ``kfree`` (6.2,
+  d39d1445d377: the tasks-trace GP implies an RCU GP).  Owner destroyed: ``kfree_rcu``.
+- 6.4-6.18 (08a7ce384e33, 6ae9d5e99e1d): task and cgroup storage allocate both from per-map
+  ``bpf_mem_alloc``s (``selem_ma``, ``storage_ma``); a program may hold the owner's pointer inside
+  kmalloc.  Owner destroyed (``bpf_local_storage_destroy``, ``reuse_now = true``: the owner already went
+  through an RCU GP): ``bpf_mem_cache_free``, reusable at once.  Delete (``reuse_now = false``): a
+  tasks-trace GP, then ``bpf_mem_cache_raw_free`` (to slab, no reuse).  Socket and inode storage stay on
+  kzalloc (vanilla RCU when ``reuse_now``).
+- 6.19 (f484f4a3e058 series): ``bpf_ma`` is gone; task and cgroup storage use ``kmalloc_nolock``,
+  ``reuse_now`` frees after an RCU GP, delete after a tasks-trace GP; socket and inode unchanged.
+- 7.0 (merge db975debcb8c): the same allocation; ``struct bpf_local_storage`` is 184 B.
+
+Who pays: every element and storage is charged to the map's memcg (``map->objcg``, the creator's), in
+any context.  Socket storage is also charged to the socket (``bpf_sk_storage_charge``: ``optmem_max``,
+20 KiB before 6.8, 128 KiB from 6.8, 4944566706b2): past it the update fails with ENOMEM.  Syscall
+updates pass GFP_ATOMIC: a kzalloc'd element is charged past a memcg limit (``__GFP_HIGH``); a
+``bpf_mem_alloc`` element fails once the refill (GFP_NOWAIT) is refused.
+
+Deviations: buckets are charged but not modelled one by one; the per-type ``cache_idx`` is assigned but
+lookups do not walk the owner's list (a dict finds the element); ``BPF_F_LOCK``, ``BPF_F_CLONE``, uptrs
+and the pre-7.0 per-CPU ``busy`` counters (-EBUSY under recursion) are not modelled; the 6.13 change
+that frees after the unlock is not visible in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from weakref import WeakKeyDictionary
+
+from ..alloc import V6_8, BpfMemAlloc, BpfMemCache, bpf_mem_alloc_destroy, bpf_mem_alloc_init, bpf_mem_cache_free
+from ..alloc.memalloc import bpf_mem_cache_alloc_flags, bpf_mem_cache_raw_free
+from ..mm import (GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZERO, MemCgroup, MemObj, Mm,
+                  kmalloc_charge)
+from ..rcu import Rcu, call_rcu, call_rcu_tasks_trace
+from ..sim import Cpu, Machine
+from .base import (BPF_EXIST, BPF_F_NO_PREALLOC, BPF_NOEXIST, E2BIG, EEXIST, EINVAL, ENOENT, ENOMEM, BpfError,
+                   bpf_map_area_alloc, bpf_map_area_free, roundup_pow_of_two)
+
+# enum bpf_map_type
+STORAGE_MAP_TYPES = {"socket": 24, "inode": 28, "task": 29, "cgroup": 32}
+KINDS = tuple(STORAGE_MAP_TYPES)
+SELEM_DATA_OFFSET = 72            # offsetof(struct bpf_local_storage_elem, sdata.data): elem_size = 72 + value
+SIZEOF_SELEM = 128                # sizeof(struct bpf_local_storage_elem) (6.18 BTF)
+SIZEOF_SMAP = 480                 # sizeof(struct bpf_local_storage_map) (6.18 BTF)
+SIZEOF_BUCKET = 16
+BPF_LOCAL_STORAGE_CACHE_SIZE = 16
+MAX_BPF_STACK = 512
+KMALLOC_MAX_SIZE = 1 << 22
+# min(KMALLOC_MAX_SIZE - MAX_BPF_STACK - sizeof(selem), U16_MAX - sizeof(selem))
+BPF_LOCAL_STORAGE_MAX_VALUE_SIZE = min(KMALLOC_MAX_SIZE - MAX_BPF_STACK - SIZEOF_SELEM, 0xFFFF - SIZEOF_SELEM)
+LLIST_NODE_SZ = 8
+OPTMEM_MAX_BEFORE_6_8 = 20480
+OPTMEM_MAX = 131072               # net.core.optmem_max default from 6.8 (4944566706b2)
+# a class body would mangle the kernel's double-underscore names
+_ACCOUNT = __GFP_ACCOUNT
+_NOWARN_ACCOUNT_ZERO = __GFP_NOWARN | __GFP_ACCOUNT | __GFP_ZERO
+
+
+@dataclass(frozen=True)
+class LocalStorageProfile:
+    """How one release allocates and frees local storage (``bpf_local_storage_map_alloc``'s ``bpf_ma`` or
+    ``use_kmalloc_nolock``, ``bpf_selem_free``, ``bpf_local_storage_free``)."""
+
+    name: str
+    kernel: str
+    storage_size: int                       # sizeof(struct bpf_local_storage)
+    bpf_ma_kinds: frozenset[str]            # kinds on selem_ma/storage_ma (6.4-6.18)
+    nolock_kinds: frozenset[str]            # kinds on kmalloc_nolock (6.19+)
+    trace_implies_rcu: bool                 # 6.2+: kfree right after the tasks-trace GP
+    optmem_max: int
+    commit: str
+
+    def allocator(self, kind: str) -> str:
+        """``bpf_ma``, ``kmalloc_nolock`` or ``kzalloc``."""
+        if kind in self.bpf_ma_kinds:
+            return "bpf_ma"
+        if kind in self.nolock_kinds:
+            return "kmalloc_nolock"
+        return "kzalloc"
+
+
+_TC = frozenset({"task", "cgroup"})
+PROFILES: dict[str, LocalStorageProfile] = {p.name: p for p in (
+    LocalStorageProfile("v6.1", "6.1", 168, frozenset(), frozenset(), False, OPTMEM_MAX_BEFORE_6_8, "-"),
+    LocalStorageProfile("v6.2", "6.2-6.3", 168, frozenset(), frozenset(), True, OPTMEM_MAX_BEFORE_6_8,
+                        "d39d1445d377"),
+    LocalStorageProfile("v6.4", "6.4-6.7", 176, _TC, frozenset(), True, OPTMEM_MAX_BEFORE_6_8,
+                        "08a7ce384e33, 6ae9d5e99e1d"),
+    LocalStorageProfile("v6.8", "6.8-6.18", 176, _TC, frozenset(), True, OPTMEM_MAX, "4944566706b2 (optmem_max)"),
+    LocalStorageProfile("v6.19", "6.19", 176, frozenset(), _TC, True, OPTMEM_MAX, "f484f4a3e058, 0e854e553569"),
+    LocalStorageProfile("v7.0", "7.0", 184, frozenset(), _TC, True, OPTMEM_MAX, "merge db975debcb8c"),
+)}
+
+
+def profile_for_release(release: str) -> LocalStorageProfile:
+    """The local-storage profile of ``v6.1`` .. ``v6.19``, ``v7.0`` (or a profile name)."""
+    if release in PROFILES:
+        return PROFILES[release]
+    try:
+        major, minor = (int(x) for x in release.lstrip("v").split(".")[:2])
+    except ValueError:
+        raise ValueError(f"unknown kernel release {release!r} for local storage; allowed: v6.1..v6.19, v7.0") from None
+    if major == 7 and minor == 0:
+        return PROFILES["v7.0"]
+    if major != 6 or not 1 <= minor <= 19:
+        raise ValueError(f"no local-storage profile for {release!r}; allowed: v6.1..v6.19, v7.0")
+    name = "v6.1" if minor == 1 else "v6.2" if minor <= 3 else "v6.4" if minor <= 7 else \
+        "v6.8" if minor <= 18 else "v6.19"
+    return PROFILES[name]
+
+
+@dataclass(eq=False)
+class Owner:
+    """A task, cgroup, socket or inode: ``owner->bpf_storage`` and, for sockets, ``sk_omem_alloc``."""
+
+    kind: str
+    name: str
+    storage: LocalStorage | None = None
+    omem: int = 0
+    destroyed: bool = False
+
+
+@dataclass(eq=False)
+class LocalStorage:
+    """``struct bpf_local_storage``: the owner's list of elements, one per map, and 16 cache slots."""
+
+    owner: Owner | None
+    obj: Any                                 # the allocation (a MemObj, or a counted bpf_mem_alloc object)
+    smap: BpfLocalStorageMap | None          # whose storage_ma it came from (6.4-6.18)
+    alloc: str                               # bpf_ma, kmalloc_nolock or kzalloc
+    selems: dict[int, Selem] = field(default_factory=dict)
+    cache: list[Selem | None] = field(default_factory=lambda: [None] * BPF_LOCAL_STORAGE_CACHE_SIZE)
+
+
+@dataclass(eq=False)
+class Selem:
+    """``struct bpf_local_storage_elem``."""
+
+    smap: BpfLocalStorageMap
+    obj: Any
+    alloc: str
+
+
+class BpfLocalStorageMap:
+    """One ``BPF_MAP_TYPE_{TASK,CGRP,SK,INODE}_STORAGE`` map (``bpf_local_storage_map_alloc``)."""
+
+    _next_id = 0
+
+    def __init__(self, m: Machine, mm: Mm, rcu: Rcu, kind: str, value_size: int, memcg: MemCgroup | None,
+                 profile: LocalStorageProfile, *, flags: int = BPF_F_NO_PREALLOC, max_entries: int = 0,
+                 key_size: int = 4, btf: bool = True) -> None:
+        bpf_local_storage_map_alloc_check(kind, key_size, value_size, max_entries, flags, btf)
+        self.m, self.mm, self.rcu, self.kind, self.profile = m, mm, rcu, kind, profile
+        self.value_size = value_size
+        self.elem_size = SELEM_DATA_OFFSET + value_size
+        self.memcg = memcg
+        self.alloc = profile.allocator(kind)
+        BpfLocalStorageMap._next_id += 1
+        self.id = BpfLocalStorageMap._next_id
+        self.cache_idx = _cache_idx_get(mm, kind)
+        ncpus = m.num_possible_cpus()
+        self.nbuckets = max(2, roundup_pow_of_two(ncpus))
+        area = bpf_map_area_alloc(mm, SIZEOF_SMAP, memcg)
+        if area is None:
+            raise BpfError(ENOMEM, "bpf_local_storage_map_alloc: smap")
+        self.area = area
+        # bpf_map_kvcalloc(buckets): map->objcg is not saved yet, so the root cgroup (nobody) pays
+        self.buckets = mm.slab.kmalloc_node(SIZEOF_BUCKET * self.nbuckets, GFP_KERNEL | _ACCOUNT, None)
+        self.selem_ma: BpfMemAlloc | None = None
+        self.storage_ma: BpfMemAlloc | None = None
+        if self.alloc == "bpf_ma":
+            self.selem_ma = BpfMemAlloc(m, mm, rcu, V6_8())
+            self.storage_ma = BpfMemAlloc(m, mm, rcu, V6_8())
+            bpf_mem_alloc_init(self.selem_ma, self.elem_size, False, memcg)
+            bpf_mem_alloc_init(self.storage_ma, profile.storage_size, False, memcg)
+        self.elems: dict[int, Owner] = {}          # id(owner) -> owner, for the map's walk at map_free
+        self.pending_rcu = 0                       # selems and storages waiting for a grace period
+        self.freed = False
+
+    # -- the element and the storage -----------------------------------------------------------------
+    def _charge_owner(self, owner: Owner, size: int) -> bool:
+        """``mem_charge()``: only sockets limit it (``bpf_sk_storage_charge``: ``optmem_max``)."""
+        if self.kind != "socket":
+            return True
+        optmem = self.profile.optmem_max
+        if size <= optmem and owner.omem + size < optmem:
+            owner.omem += size
+            return True
+        return False
+
+    def _uncharge_owner(self, owner: Owner | None, size: int) -> None:
+        if self.kind == "socket" and owner is not None:
+            owner.omem -= size
+
+    def _kmalloc(self, size: int, gfp: int) -> MemObj | None:
+        """``bpf_map_kzalloc`` / ``bpf_map_kmalloc_nolock``: one object charged to the map's memcg."""
+        return self.mm.slab.kmalloc_node(size, gfp | _NOWARN_ACCOUNT_ZERO, self.memcg)
+
+    def bpf_selem_alloc(self, cpu: Cpu, owner: Owner, gfp: int, charge: bool = True) -> Selem | None:
+        """``bpf_selem_alloc()``: charge the owner, then the element from this map's allocator."""
+        if charge and not self._charge_owner(owner, self.elem_size):
+            return None
+        if self.alloc == "bpf_ma":
+            obj: Any = bpf_mem_cache_alloc_flags(self.selem_ma, cpu, gfp)  # type: ignore[arg-type]
+        else:
+            obj = self._kmalloc(self.elem_size, gfp if self.alloc == "kzalloc" else GFP_NOWAIT)
+        if obj is None:
+            if charge:
+                self._uncharge_owner(owner, self.elem_size)
+            return None
+        return Selem(self, obj, self.alloc)
+
+    def bpf_selem_free(self, cpu: Cpu, selem: Selem, reuse_now: bool) -> None:
+        """``bpf_selem_free()``: what each allocator does after unlinking."""
+        if selem.alloc == "bpf_ma":
+            ma = selem.smap.selem_ma
+            if reuse_now:
+                bpf_mem_cache_free(ma, cpu, selem.obj)            # the owner went through a GP: reuse now
+            else:
+                self._after(False, lambda: _raw_free(selem.obj))
+            return
+        self._after(reuse_now, lambda: self.mm.slab.kfree(selem.obj))
+
+    def _after(self, vanilla_rcu: bool, free: Any) -> None:
+        """``call_rcu`` (``reuse_now``) or ``call_rcu_tasks_trace`` then, on 6.1, ``kfree_rcu`` on top."""
+        self.pending_rcu += 1
+
+        def done(*_: Any) -> None:
+            self.pending_rcu -= 1
+            free()
+        if vanilla_rcu:
+            call_rcu(self.rcu, done)
+        elif self.profile.trace_implies_rcu:
+            call_rcu_tasks_trace(self.rcu, done)
+        else:
+            call_rcu_tasks_trace(self.rcu, lambda *_: call_rcu(self.rcu, done))
+
+    def bpf_local_storage_alloc(self, cpu: Cpu, owner: Owner, first: Selem, gfp: int) -> int:
+        """``bpf_local_storage_alloc()``: the owner's first element brings its ``struct bpf_local_storage``."""
+        size = self.profile.storage_size
+        if not self._charge_owner(owner, size):
+            return -ENOMEM
+        if self.alloc == "bpf_ma":
+            obj: Any = bpf_mem_cache_alloc_flags(self.storage_ma, cpu, gfp)  # type: ignore[arg-type]
+        else:
+            obj = self._kmalloc(size, gfp if self.alloc == "kzalloc" else GFP_NOWAIT)
+        if obj is None:
+            self._uncharge_owner(owner, size)
+            return -ENOMEM
+        st = LocalStorage(owner, obj, self if self.alloc == "bpf_ma" else None, self.alloc)
+        owner.storage = st
+        self._link(st, first)
+        return 0
+
+    def bpf_local_storage_free(self, cpu: Cpu, st: LocalStorage, storage_smap: BpfLocalStorageMap | None,
+                               reuse_now: bool) -> None:
+        """``bpf_local_storage_free()``: ``storage_smap`` is ``local_storage->smap`` as the caller read it
+        before unlinking (the map whose storage_ma the storage came from, or NULL once that map's element left)."""
+        if st.alloc == "bpf_ma":
+            if not reuse_now:
+                self._after(False, lambda: _raw_free(st.obj))
+            elif storage_smap is not None:
+                bpf_mem_cache_free(storage_smap.storage_ma, cpu, st.obj)
+            else:   # the element that made it is long gone (its map may be too): call_rcu, then raw free
+                self._after(True, lambda: _raw_free(st.obj))
+            return
+        self._after(reuse_now, lambda: self.mm.slab.kfree(st.obj))
+
+    def _link(self, st: LocalStorage, selem: Selem) -> None:
+        st.selems[self.id] = selem
+        st.cache[self.cache_idx] = selem
+        self.elems[id(st.owner)] = st.owner  # type: ignore[assignment]
+
+    # -- syscalls and helpers --------------------------------------------------------------------------
+    def update(self, cpu: Cpu, owner: Owner, flags: int = 0, gfp: int = GFP_ATOMIC) -> int:
+        """``bpf_local_storage_update()``: 0 or -errno.  Syscalls pass GFP_ATOMIC; sleepable programs
+        GFP_KERNEL (then only BPF_NOEXIST creates, as ``bpf_*_storage_get(F_CREATE)`` does)."""
+        if self.freed:
+            raise BpfError(EINVAL, "update on a freed map")
+        if owner.destroyed:
+            return -ENOENT
+        if flags & ~0x4 > BPF_EXIST:
+            return -EINVAL
+        if gfp == GFP_KERNEL and flags != BPF_NOEXIST:
+            return -EINVAL
+        st = owner.storage
+        old = st.selems.get(self.id) if st is not None else None
+        if old is not None and flags == BPF_NOEXIST:
+            return -EEXIST
+        if old is None and flags == BPF_EXIST:
+            return -ENOENT
+        if st is None or not st.selems:
+            selem = self.bpf_selem_alloc(cpu, owner, gfp)
+            if selem is None:
+                return -ENOMEM
+            err = self.bpf_local_storage_alloc(cpu, owner, selem, gfp)
+            if err:
+                self._free_unused(cpu, selem)
+                self._uncharge_owner(owner, self.elem_size)
+            return err
+        # under local_storage->lock: a replacement is not charged to the owner again
+        selem = self.bpf_selem_alloc(cpu, owner, gfp, charge=old is None)
+        if selem is None:
+            return -ENOMEM
+        self._link(st, selem)
+        if old is not None:
+            self.bpf_selem_free(cpu, old, reuse_now=False)
+        return 0
+
+    def _free_unused(self, cpu: Cpu, selem: Selem) -> None:
+        """An element no program has seen: back at once (``bpf_mem_cache_free`` or ``kfree``)."""
+        if selem.alloc == "bpf_ma":
+            bpf_mem_cache_free(self.selem_ma, cpu, selem.obj)
+        else:
+            self.mm.slab.kfree(selem.obj)
+
+    def lookup(self, owner: Owner) -> bool:
+        st = owner.storage
+        return st is not None and self.id in st.selems
+
+    def delete(self, cpu: Cpu, owner: Owner) -> int:
+        """``bpf_*_storage_delete`` / ``BPF_MAP_DELETE_ELEM``: ``bpf_selem_unlink(selem, reuse_now=false)``."""
+        st = owner.storage
+        selem = st.selems.get(self.id) if st is not None else None
+        if selem is None:
+            return -ENOENT
+        self._unlink(cpu, st, selem, False, st.smap)  # type: ignore[union-attr]
+        return 0
+
+    def _unlink(self, cpu: Cpu, st: LocalStorage, selem: Selem, reuse_now: bool,
+                storage_smap: BpfLocalStorageMap | None) -> None:
+        """``bpf_selem_unlink_storage_nolock`` + free: the last element takes the storage with it."""
+        smap = selem.smap
+        del st.selems[smap.id]
+        if st.cache[smap.cache_idx] is selem:
+            st.cache[smap.cache_idx] = None
+        smap.elems.pop(id(st.owner), None)
+        owner = st.owner
+        last = not st.selems
+        smap._uncharge_owner(owner, smap.elem_size + (self.profile.storage_size if last else 0))
+        if st.smap is smap:
+            st.smap = None          # 6.4-6.18: this map may go away before the storage does
+        smap.bpf_selem_free(cpu, selem, reuse_now)
+        if last:
+            if owner is not None:
+                owner.storage = None
+            st.owner = None
+            smap.bpf_local_storage_free(cpu, st, storage_smap, reuse_now)
+
+    def map_free(self, cpu: Cpu) -> None:
+        """``bpf_local_storage_map_free()``: unlink every element (``reuse_now``: ``synchronize_rcu`` first),
+        then the allocators (6.4-6.18: after the RCU barriers) and the map."""
+        for owner in list(self.elems.values()):
+            st = owner.storage
+            if st is not None and self.id in st.selems:
+                self._unlink(cpu, st, st.selems[self.id], True, st.smap)
+        self.freed = True
+        _cache_idx_free(self.mm, self.kind, self.cache_idx)
+        self.mm.slab.kfree(self.buckets)  # type: ignore[arg-type]
+        bpf_map_area_free(self.mm, self.area)
+
+        def destroy(*_: Any) -> None:
+            for ma in (self.selem_ma, self.storage_ma):
+                if ma is not None:
+                    bpf_mem_alloc_destroy(ma)
+        if self.selem_ma is not None:
+            self.rcu.rcu.barrier(lambda: self.rcu.tasks_trace.barrier(destroy))
+
+    # -- memory ------------------------------------------------------------------------------------------
+    def live(self) -> tuple[int, int]:
+        """(elements, storages allocated by this map) still linked."""
+        n = len(self.elems)
+        storages = sum(1 for o in self.elems.values() if o.storage is not None and o.storage.smap is self)
+        return n, storages
+
+    def breakdown(self) -> dict[str, int]:
+        """Charged bytes by where they are: live elements and storages, this map's caches, waiting for GP."""
+        n, _ = self.live()
+        out = {"smap": kmalloc_charge(SIZEOF_SMAP), "live selems": n * _charge(self, self.elem_size)}
+        storages = sum(1 for o in self.elems.values() if o.storage is not None)
+        out["bpf_local_storage"] = storages * _charge(self, self.profile.storage_size)
+        for name, ma in (("selem_ma", self.selem_ma), ("storage_ma", self.storage_ma)):
+            if ma is None:
+                continue
+            unit = ma.all_caches()[0].unit_size
+            cached = sum(len(c.free_llist) for c in ma.all_caches())
+            out[f"{name} free lists"] = cached * kmalloc_charge(unit)
+        return out
+
+
+def _raw_free(obj: Any) -> None:
+    """``bpf_mem_cache_raw_free()``: needs no allocator, only the object (whose header names its cache)."""
+    c = obj if isinstance(obj, BpfMemCache) else obj.hdr
+    bpf_mem_cache_raw_free(c.ma, obj)
+
+
+def _charge(smap: BpfLocalStorageMap, size: int) -> int:
+    """Charged bytes of one object: bpf_mem_alloc adds its 8-byte header to the unit."""
+    return kmalloc_charge(size + LLIST_NODE_SZ) if smap.alloc == "bpf_ma" else kmalloc_charge(size)
+
+
+def bpf_local_storage_map_alloc_check(kind: str, key_size: int, value_size: int, max_entries: int, flags: int,
+                                      btf: bool) -> None:
+    """``bpf_local_storage_map_alloc_check()``: EINVAL for flags other than NO_PREALLOC (and CLONE), no
+    NO_PREALLOC, max_entries, a key that is not an int fd, no value, no BTF; E2BIG past the value limit."""
+    if kind not in STORAGE_MAP_TYPES:
+        raise ValueError(f"storage kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if (flags & ~(BPF_F_NO_PREALLOC | (1 << 9)) or not flags & BPF_F_NO_PREALLOC or max_entries
+            or key_size != 4 or not value_size or not btf):
+        raise BpfError(EINVAL, "bpf_local_storage_map_alloc_check")
+    if value_size > BPF_LOCAL_STORAGE_MAX_VALUE_SIZE:
+        raise BpfError(E2BIG, "bpf_local_storage_map_alloc_check: value_size")
+
+
+def bpf_local_storage_destroy(cpu: Cpu, owner: Owner) -> None:
+    """``bpf_local_storage_destroy()``: the owner is going away (task freed, socket destructed...): every
+    element of every map, ``reuse_now = true``."""
+    owner.destroyed = True
+    st = owner.storage
+    if st is None:
+        return
+    storage_smap = st.smap                 # read once, before the unlinks clear it
+    for selem in list(st.selems.values()):
+        selem.smap._unlink(cpu, st, selem, True, storage_smap)
+
+
+def _cache_idx_get(mm: Mm, kind: str) -> int:
+    """``bpf_local_storage_cache_idx_get()``: the least used of the kind's 16 slots."""
+    counts = _cache_counts(mm, kind)
+    idx = min(range(BPF_LOCAL_STORAGE_CACHE_SIZE), key=lambda i: counts[i])
+    counts[idx] += 1
+    return idx
+
+
+def _cache_idx_free(mm: Mm, kind: str, idx: int) -> None:
+    _cache_counts(mm, kind)[idx] -= 1
+
+
+# per machine: each kind's ``struct bpf_local_storage_cache`` (``idx_usage_counts``)
+_CACHES: WeakKeyDictionary[Mm, dict[str, list[int]]] = WeakKeyDictionary()
+
+
+def _cache_counts(mm: Mm, kind: str) -> list[int]:
+    return _CACHES.setdefault(mm, {}).setdefault(kind, [0] * BPF_LOCAL_STORAGE_CACHE_SIZE)
