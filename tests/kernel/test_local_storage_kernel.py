@@ -9,7 +9,9 @@ net/core/bpf_sk_storage.c), measured with ``bpfmem.kernel.local_storage.measure`
   (``bpf_map_kzalloc``); value 56 tells them apart (200 against 136 bytes).  An owner's first
   element also allocates its ``struct bpf_local_storage`` (176 B): ``kmalloc_charge(176)`` = 200;
 - a delete frees after an RCU Tasks Trace grace period (~35-75 ms here);
-- a socket's end (close) frees its storage after a normal RCU grace period (~15-25 ms);
+- a socket's end (close) frees its storage through ``kfree_rcu()``: most within ~15-40 ms, but a
+  CPU's last < ~500 pending objects (``KVFREE_BULK_MAX_ENTR``) may wait for ``KFREE_DRAIN_JIFFIES``
+  (5 s) - seen once as 72 KiB of 672 KiB still charged after 1 s;
 - a *thread's* end does not give its storage back to the memory cgroup: ``bpf_task_storage_free()``
   returns the elements and the storage to the map's ``bpf_mem_alloc`` (``reuse_now``); its
   ``free_bulk()`` moves the excess to ``free_by_rcu_ttrace`` but only one batch at a time gets an
@@ -18,9 +20,10 @@ net/core/bpf_sk_storage.c), measured with ``bpfmem.kernel.local_storage.measure`
   (``alloc_bulk()`` takes from ``free_by_rcu_ttrace`` first) and closing the map frees it all.
 
 Precision: the v1 kmem counter moves in pages while objects are charged in bytes through a per-CPU
-stock, so a reading is exact to about a page.  With 2048 owners that is 2 B per element; a drop
-after a delete (no allocator cache involved) came out exact or one page off in every run, the
-least-squares slope while adding within 0.5 B of the charge.
+stock (and the objcg's leftover bytes), so a reading is 0 to 2 pages above the bytes charged.  With
+2048 owners a page is 2 B per element.  The drop after a delete (no allocator cache involved) came
+out exact or one page off in every run; the bounds below allow two pages per drop.  The
+least-squares slope while adding (bpf_mem_alloc refills averaged out) stayed within 1 B.
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ def socket_run(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 def _elem_charge(r: dict[str, Any], header: int) -> None:
-    """Per element: the slope while adding within 2 B, the drop after deleting within a page per run."""
+    """Per element: the slope while adding within 2 B, the drop after deleting within two pages."""
     from bpfmem.mm import kmalloc_charge
     want = kmalloc_charge(72 + r["value_size"] + header)
     assert abs(r["elem_slope"] - want) <= 2, r
@@ -167,7 +170,8 @@ def _elem_charge(r: dict[str, Any], header: int) -> None:
 
 
 def _owner_extra(r: dict[str, Any]) -> None:
-    """An owner's first element costs one ``bpf_local_storage`` more: two drops, a page each."""
+    """An owner's first element costs one ``bpf_local_storage`` more.  From the drops: a difference of
+    two, each seen exact or a page off (0, 0, 0, 0, 2 B at 2048 owners); from the slopes: 0.0-0.8 B."""
     from bpfmem.mm import kmalloc_charge
     assert abs(r["owner_extra"] - kmalloc_charge(STORAGE)) <= 2 * PAGE / N, r
     assert abs(r["first_slope"] - r["elem_slope"] - kmalloc_charge(STORAGE)) <= 2, r
@@ -201,7 +205,7 @@ def test_task_storage_thread_exit_returns_storage_to_the_map_not_the_cgroup(task
     assert r["release_added"] > N * r["per_elem"], r
     assert r["release_freed"] < r["release_added"] / 10, r            # kept in free_by_rcu_ttrace
     assert r["reuse_bytes"] < r["release_added"] / 10, r               # ... and handed to new owners
-    assert abs(r["reuse_freed"] - r["first_freed"]) <= PAGE, r         # the same elements as the first time
+    assert abs(r["reuse_freed"] - r["first_freed"]) <= 2 * PAGE, r     # the same elements as the first time
     assert r["close_residual"] <= 2 * PAGE, r                          # map_free gives everything back
 
 
@@ -221,12 +225,18 @@ def test_socket_storage_delete_frees_after_a_tasks_trace_grace_period(socket_run
 
 
 def test_socket_close_frees_its_storage(socket_run: dict[str, Any]) -> None:
+    """A socket's end frees its storage through kfree_rcu(): most of it within a normal RCU grace
+    period, a tail of up to ~500 objects per CPU possibly seconds later."""
     require_kernel_backend()
+    from bpfmem.kernel.probe import possible_cpus
+    from bpfmem.mm import kmalloc_charge
     r = socket_run
-    assert r["release_freed"] >= r["release_added"] - 2 * PAGE, r
+    tail = 512 * possible_cpus() * kmalloc_charge(max(72 + r["value_size"], STORAGE)) + 2 * PAGE
+    assert r["release_freed"] >= r["release_added"] / 2, r
     assert r["release_free_ms"] is not None and 1 <= r["release_free_ms"] <= 500, r
+    assert r["release_residual"] <= tail, r
     assert r["reuse_bytes"] >= r["release_added"] - 2 * PAGE, r        # no allocator in between
-    assert r["close_residual"] <= 2 * PAGE, r
+    assert r["close_residual"] <= tail, r
 
 
 # -- nothing left behind -----------------------------------------------------------------------------------
