@@ -24,8 +24,9 @@ _POLICY_LINES = "; ".join(f"{p}: {h}" for p, h in POLICY_HELP.items())
 @click.argument("scenario", required=False)
 @click.option("--list", "list_", is_flag=True, help="List the shipped scenarios, their policies, expected verdicts "
                                                     "and planted bugs.")
-@click.option("--policy", type=click.Choice(list(POLICIES)), default="free", show_default=True,
-              help=f"How the data structure frees memory. {_POLICY_LINES}.")
+@click.option("--policy", type=click.Choice(list(POLICIES)), default=None,
+              help=f"How the data structure frees memory (default: free, or with --planted the planted bug's "
+                   f"policy, or the scenario's first). {_POLICY_LINES}.")
 @click.option("--planted", is_flag=True, help="Explore the scenario's planted bug (a variant that is wrong only "
                                               "under some interleavings; see --list).")
 @click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="random", show_default=True,
@@ -47,7 +48,7 @@ _POLICY_LINES = "; ".join(f"{p}: {h}" for p, h in POLICY_HELP.items())
 @click.option("--stop-on", type=click.Choice(list(STOP_MODES)), default="unaccepted", show_default=True,
               help="Stop at the first bug, or at the first violation of any kind (accepted ones too).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-def explore_cmd(scenario: str | None, list_: bool, policy: str, planted: bool, strategy: str, schedules: int,
+def explore_cmd(scenario: str | None, list_: bool, policy: str | None, planted: bool, strategy: str, schedules: int,
                 seed: int, depth: int, bound: int, max_steps: int, jobs: int, keep_all: bool, stop_on: str,
                 as_json: bool) -> None:
     """Explore interleavings of a scenario's programs (one memory access per step, weak ordering, IRQ/NMI
@@ -62,6 +63,8 @@ def explore_cmd(scenario: str | None, list_: bool, policy: str, planted: bool, s
     if sc is None:
         fail("SCENARIO", f"unknown scenario {scenario!r}; allowed: {', '.join(SCENARIOS)}")
         return
+    if policy is None:
+        policy = sc.planted_policy if planted else "free" if "free" in sc.policies else sc.policies[0]
     if policy not in sc.policies:
         fail("--policy", f"{scenario} runs under {', '.join(sc.policies)}; not {policy!r}")
     r = explore(scenario, policy, strategy, schedules, seed=seed, depth=depth, bound=bound, jobs=jobs,

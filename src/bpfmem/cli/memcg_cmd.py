@@ -17,17 +17,22 @@ from .size_cmd import ByteSize
 
 @cli.command("memcg")
 @click.option("--cgroup", "cgroups", multiple=True, metavar="PATH[=LIMIT]",
-              help="A memory cgroup (absolute path) and its limit, e.g. /orch/app=64M; repeat for a tree.")
-@click.option("--map-in", default=None, metavar="PATH", help="The cgroup of the process that creates the map.")
+              help="A memory cgroup (absolute path) and its limit in bytes, e.g. /orch/app=64M; repeat for a tree "
+                   "(default: the built-in example).")
+@click.option("--map-in", default=None, metavar="PATH",
+              help="The cgroup of the process that creates the map (default: the built-in example's /monitor).")
 @click.option("--update", "updates", multiple=True, metavar="CONTEXT[:PATH]=N",
               help="N element additions from process:PATH (a task's bpf(2)), hook:PATH (a program on a cgroup "
-                   "hook, in that cgroup's task), softirq or nmi; in this order.")
+                   "hook, in that cgroup's task), softirq or nmi; in this order (default: the built-in example).")
 @click.option("--kernel", "rules", default="all", show_default=True,
               help="v5.10, rfc-v8 (the 5.11 series v7/v8, never merged), v5.11, v6.0, v6.18, or all.")
-@click.option("--value-size", type=click.IntRange(1, 65536), default=64, show_default=True)
-@click.option("--max-entries", type=click.IntRange(1, 1 << 24), default=1 << 17, show_default=True)
-@click.option("--cpus", type=click.IntRange(1, 256), default=4, show_default=True)
-@click.option("--memlock-limit", type=ByteSize(), default=None, help="RLIMIT_MEMLOCK for v5.10 (default 64 KiB).")
+@click.option("--value-size", type=click.IntRange(1, 65536), default=64, show_default=True,
+              help="Value size in bytes of the hash map.")
+@click.option("--max-entries", type=click.IntRange(1, 1 << 24), default=1 << 17, show_default=True,
+              help="max_entries (elements).")
+@click.option("--cpus", type=click.IntRange(1, 256), default=4, show_default=True, help="Possible CPUs (CPUs).")
+@click.option("--memlock-limit", type=ByteSize(), default=None,
+              help="RLIMIT_MEMLOCK in bytes for v5.10 (default 64 KiB; 8 MiB is shown too).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def memcg_cmd(cgroups: tuple[str, ...], map_in: str | None, updates: tuple[str, ...], rules: str, value_size: int,
               max_entries: int, cpus: int, memlock_limit: int | None, as_json: bool) -> None:

@@ -40,19 +40,23 @@ class ByteSize(click.ParamType):
 
 
 @cli.command("size")
-@click.option("--map-type", type=click.Choice(MAP_TYPES), default="hash", show_default=True)
-@click.option("--key-size", type=click.IntRange(1, 1 << 20), default=4, show_default=True)
-@click.option("--value-size", type=click.IntRange(1, 1 << 22), default=64, show_default=True)
-@click.option("--max-entries", type=click.IntRange(1, 1 << 24), default=65536, show_default=True)
+@click.option("--map-type", type=click.Choice(MAP_TYPES), default="hash", show_default=True,
+              help="The hash map type.")
+@click.option("--key-size", type=click.IntRange(1, 1 << 20), default=4, show_default=True, help="Key size in bytes.")
+@click.option("--value-size", type=click.IntRange(1, 1 << 22), default=64, show_default=True,
+              help="Value size in bytes.")
+@click.option("--max-entries", type=click.IntRange(1, 1 << 24), default=65536, show_default=True,
+              help="max_entries (elements).")
 @click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True,
-              help="Possible CPUs of the machine the map runs on.")
+              help="Possible CPUs of the machine the map runs on (CPUs).")
 @click.option("--kernel", "release", default=DEFAULT_RELEASE, show_default=True,
               help="Kernel release (v6.1 .. v6.19) or a policy name.")
 @click.option("--prealloc", is_flag=True, help="Without BPF_F_NO_PREALLOC (LRU maps always are).")
 @click.option("--delete-rate", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Deletes per second on CPUs other than the adding one (their frees wait for a grace period).")
 @click.option("--memcg-limit", type=ByteSize(), default=None,
-              help="Limit of a cgroup holding only the map (its creation included): how many elements fit.")
+              help="Limit in bytes (K/M/G suffixes) of a cgroup holding only the map, its creation included: how "
+                   "many elements fit (default: no limit).")
 @click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
               help="kernel: also create the map in a limited child cgroup of this kernel and count (needs "
                    "--memcg-limit).")

@@ -323,6 +323,60 @@ class Env:
         self.run.yield_()
         t.sleeps_until = None
 
+    # -- local storage helpers (maps/local_storage.py) ---------------------------------------------------
+    def new_local_storage(self, name: str, kind: str = "task", profile: Any = None) -> Any:
+        """A local-storage map of ``kind`` (value: one field) on ``profile`` (default: 6.8-6.18)."""
+        from ..maps.local_storage import PROFILES, BpfLocalStorageMap
+        smap = BpfLocalStorageMap(self.m, self.mm, self.rcu, kind, 8, self.run.memcg, profile or PROFILES["v6.8"])
+        self.objects[name] = smap
+        return smap
+
+    def bpf_storage_get(self, t: Thread, smap: Any, owner: Any, create_value: int | None = None) -> Ref | None:
+        """``bpf_{task,cgrp,sk,inode}_storage_get()``: the owner's element (lockless: it acquires what the
+        create published), or with ``create_value`` (``BPF_LOCAL_STORAGE_GET_F_CREATE``) a new one."""
+        self.run.yield_()
+        cpu = self.m.cpus[t.cpu]
+        st = owner.storage
+        selem = st.selems.get(smap.id) if st is not None else None
+        if selem is None and create_value is not None:
+            from ..mm import GFP_ATOMIC
+            ret = smap.update(cpu, owner, 1, GFP_ATOMIC)         # BPF_NOEXIST
+            st = owner.storage
+            selem = st.selems.get(smap.id) if ret == 0 and st is not None else None
+            if selem is not None:
+                self.mem.store(t.cpu, (selem.obj.id, "value"), create_value, t.name)
+                self._pub[selem.obj.id] = dict(self.mem.cur[t.cpu])
+        if selem is None:
+            self.log(t, "storage_get(%s) -> NULL", owner.name)
+            return None
+        pub = self._pub.get(selem.obj.id)
+        if pub is not None:
+            join(self.mem.cur[t.cpu], pub)
+        ref = Ref(selem.obj, self.checker.shadow(selem.obj).gen)
+        self.log(t, "storage_get(%s) -> %r", owner.name, ref)
+        return ref
+
+    def bpf_storage_delete(self, t: Thread, smap: Any, owner: Any) -> int:
+        """``bpf_*_storage_delete()`` / ``BPF_MAP_DELETE_ELEM``: ``reuse_now = false``."""
+        self.run.yield_()
+        ret = smap.delete(self.m.cpus[t.cpu], owner)
+        self.log(t, "storage_delete(%s) -> %r", owner.name, ret)
+        return ret
+
+    def owner_exit(self, t: Thread, slot: Ref, owner: Any) -> None:
+        """The owner goes away: unpublished from ``slot`` (a task unhashed), then after an RCU grace period
+        (``put_task_struct_rcu_user`` → ``delayed_put_task_struct`` → ``free_task``) its storage is destroyed
+        with ``reuse_now``."""
+        from ..maps.local_storage import bpf_local_storage_destroy
+        self.WRITE_ONCE(t, slot, "p", 0)
+        self.log(t, "owner %s unhashed; destroy after an RCU GP", owner.name)
+
+        def destroy() -> None:
+            cpu = self.m.cpus[t.cpu]
+            self.run.log(f"cpu{cpu.id}/rcu callback: bpf_local_storage_destroy({owner.name})")
+            bpf_local_storage_destroy(cpu, owner)
+        call_rcu(self.rcu, destroy)
+
     # -- read-side sections (no shared access: not a step) ---------------------------------------------
     def rcu_read_unlock(self, t: Thread) -> None:
         """Leave the program's RCU read-side section early (what follows is unprotected)."""

@@ -78,6 +78,10 @@ class LocalStorageProfile:
     trace_implies_rcu: bool                 # 6.2+: kfree right after the tasks-trace GP
     optmem_max: int
     commit: str
+    # what delete (reuse_now = false) waits for: the kernel's tasks-trace GP; the explorer's what-ifs:
+    # "rcu" (the seed's BPF_MA_FREE_AFTER_GP on local storage: raw free after a normal RCU GP), "now"
+    # (delete treated like destroy: bpf_mem_cache_free, reusable at once)
+    delete_waits: str = "tasks_trace"
 
     def allocator(self, kind: str) -> str:
         """``bpf_ma``, ``kmalloc_nolock`` or ``kzalloc``."""
@@ -223,10 +227,11 @@ class BpfLocalStorageMap:
         """``bpf_selem_free()``: what each allocator does after unlinking."""
         if selem.alloc == "bpf_ma":
             ma = selem.smap.selem_ma
-            if reuse_now:
+            waits = "now" if reuse_now else self.profile.delete_waits
+            if waits == "now":
                 bpf_mem_cache_free(ma, cpu, selem.obj)            # the owner went through a GP: reuse now
             else:
-                self._after(False, lambda: _raw_free(selem.obj))
+                self._after(waits == "rcu", lambda: _raw_free(selem.obj))
             return
         self._after(reuse_now, lambda: self.mm.slab.kfree(selem.obj))
 
@@ -266,8 +271,10 @@ class BpfLocalStorageMap:
         """``bpf_local_storage_free()``: ``storage_smap`` is ``local_storage->smap`` as the caller read it
         before unlinking (the map whose storage_ma the storage came from, or NULL once that map's element left)."""
         if st.alloc == "bpf_ma":
-            if not reuse_now:
-                self._after(False, lambda: _raw_free(st.obj))
+            if not reuse_now and self.profile.delete_waits == "now" and storage_smap is not None:
+                bpf_mem_cache_free(storage_smap.storage_ma, cpu, st.obj)
+            elif not reuse_now:
+                self._after(self.profile.delete_waits == "rcu", lambda: _raw_free(st.obj))
             elif storage_smap is not None:
                 bpf_mem_cache_free(storage_smap.storage_ma, cpu, st.obj)
             else:   # the element that made it is long gone (its map may be too): call_rcu, then raw free

@@ -1,0 +1,82 @@
+"""Local storage, the model against this kernel: per-element and per-owner charge, delete -> free delay,
+and what an owner's end gives back (task storage keeps it in the map's allocator; socket storage frees it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from . import require_kernel_backend
+
+pytestmark = pytest.mark.kernel
+MS = 1_000_000
+N = 2048
+
+
+def model_measure(kind: str, value: int, n: int) -> dict[str, float]:
+    """The kernel ``measure()``'s steps on the model (one CPU adding, the shipped grace-period profile)."""
+    from bpfmem.backend.profile import load_profile
+    from bpfmem.maps.local_storage import BpfLocalStorageMap, Owner, bpf_local_storage_destroy, profile_for_release
+    from bpfmem.mm import Mm
+    from bpfmem.rcu import Rcu
+    from bpfmem.sim import Machine, RandomScheduler
+    prof = load_profile(None)
+    m = Machine(2, RandomScheduler(0))
+    mm = Mm(m)
+    rcu = Rcu(m, prof.rcu, prof.tasks_trace)
+    cg = mm.root_memcg.child("lstorage")
+    cpu = m.cpus[0]
+    p = profile_for_release("v6.18")
+    a = BpfLocalStorageMap(m, mm, rcu, kind, value, cg, p)
+    owners = [Owner(kind, str(i)) for i in range(n)]
+    from bpfmem.kernel.local_storage import slope
+    ys = []
+    for o in owners:
+        assert a.update(cpu, o) == 0
+        ys.append(cg.usage)
+    first_slope = slope(ys)
+    b = BpfLocalStorageMap(m, mm, rcu, kind, value, cg, p)
+    ys = []
+    for o in owners:
+        assert b.update(cpu, o) == 0
+        ys.append(cg.usage)
+    elem_slope = slope(ys)
+    before = cg.usage
+    t0 = m.engine.now
+    for o in owners:
+        b.delete(cpu, o)
+    first_drop = None
+    while m.engine.peek() is not None and m.engine.now - t0 < 1000 * MS:
+        m.engine.run(until=m.engine.peek())
+        if first_drop is None and cg.usage < before:
+            first_drop = (m.engine.now - t0) / MS
+    elem_freed = before - cg.usage
+    # owners' end: fresh elements on A, then destroy (reuse_now)
+    fresh = [Owner(kind, f"f{i}") for i in range(n)]
+    for o in fresh:
+        a.update(cpu, o)
+    before = cg.usage
+    for o in fresh:
+        bpf_local_storage_destroy(cpu, o)
+    m.engine.run(until=m.engine.now + 1000 * MS)
+    release_freed = before - cg.usage
+    return {"per_elem": elem_freed / n, "elem_slope": elem_slope, "owner_extra": first_slope - elem_slope,
+            "elem_free_ms": first_drop, "release_fraction": release_freed / (n * first_slope)}
+
+
+@pytest.mark.parametrize("kind,value", [("task", 8), ("task", 64), ("task", 512), ("task", 2000),
+                                        ("socket", 56), ("socket", 512)])
+def test_charges_delete_delay_and_owner_end_agree(kind: str, value: int) -> None:
+    require_kernel_backend()
+    from bpfmem.kernel.local_storage import measure
+    k = measure(kind, value, N)
+    mo = model_measure(kind, value, N)
+    assert abs(mo["elem_slope"] - k["elem_slope"]) <= 2, (mo, k)       # bytes per element
+    assert abs(mo["per_elem"] - k["per_elem"]) <= 2, (mo, k)           # what a delete gives back
+    assert abs(mo["owner_extra"] - k["owner_extra"]) <= 4, (mo, k)     # the owner's bpf_local_storage
+    assert k["elem_free_ms"] is not None and mo["elem_free_ms"] is not None
+    assert 0.5 * k["elem_free_ms"] <= mo["elem_free_ms"] <= 2 * k["elem_free_ms"], (mo["elem_free_ms"], k["elem_free_ms"])
+    kernel_release = k["release_freed"] / max(1, k["release_added"])
+    if kind == "task":      # back into the map's bpf_mem_alloc: mostly still charged after 1 s, on both
+        assert kernel_release < 0.1 and mo["release_fraction"] < 0.1, (kernel_release, mo["release_fraction"])
+    else:                   # kfree_rcu: freed (the kernel may hold a kfree_rcu tail back for seconds)
+        assert kernel_release > 0.8 and mo["release_fraction"] > 0.99, (kernel_release, mo["release_fraction"])
