@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "backend.footprint": set(),
     "backend.speed": {"backend.model", "backend.profile", "maps", "workloads"},
     "backend.costs": set(),
+    "backend.local_storage": {"sim", "rcu", "mm", "maps", "backend.profile"},
     "backend.profile": {"rcu", "backend.costs"},
     "kernel": {"backend.protocol", "workloads", "report"},
     "reproduce": {"backend.model", "backend.profile", "maps", "workloads", "bench"},

@@ -31,6 +31,7 @@ that frees after the unlock is not visible in memory.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,6 +189,9 @@ class BpfLocalStorageMap:
             bpf_mem_alloc_init(self.storage_ma, profile.storage_size, False, memcg)
         self.elems: dict[int, Owner] = {}          # id(owner) -> owner, for the map's walk at map_free
         self.pending_rcu = 0                       # selems and storages waiting for a grace period
+        self.pending = {"selem": 0, "storage": 0}
+        self._rcu_q: deque[tuple[str, Any]] = deque()
+        self._rcu_batch: Any = None
         self.freed = False
 
     # -- the element and the storage -----------------------------------------------------------------
@@ -231,16 +235,24 @@ class BpfLocalStorageMap:
             if waits == "now":
                 bpf_mem_cache_free(ma, cpu, selem.obj)            # the owner went through a GP: reuse now
             else:
-                self._after(waits == "rcu", lambda: _raw_free(selem.obj))
+                self._after(waits == "rcu", lambda: _raw_free(selem.obj), "selem")
             return
-        self._after(reuse_now, lambda: self.mm.slab.kfree(selem.obj))
+        self._after(reuse_now, lambda: self.mm.slab.kfree(selem.obj), "selem")
 
-    def _after(self, vanilla_rcu: bool, free: Any) -> None:
-        """``call_rcu`` (``reuse_now``) or ``call_rcu_tasks_trace`` then, on 6.1, ``kfree_rcu`` on top."""
+    def _after(self, vanilla_rcu: bool, free: Any, what: str) -> None:
+        """``call_rcu`` (``reuse_now``) or ``call_rcu_tasks_trace`` then, on 6.1, ``kfree_rcu`` on top;
+        ``what`` (selem or storage) counts what waits, by kind, for the memory report."""
         self.pending_rcu += 1
+        self.pending[what] += 1
+        if vanilla_rcu and not self.rcu.rcu.lazy:
+            # consecutive call_rcu()s share one queue entry (call_coalesced); the frees run in call order
+            self._rcu_q.append((what, free))
+            self._rcu_batch = self.rcu.rcu.call_coalesced(self._rcu_batch, self._run_rcu_q)
+            return
 
         def done(*_: Any) -> None:
             self.pending_rcu -= 1
+            self.pending[what] -= 1
             free()
         if vanilla_rcu:
             call_rcu(self.rcu, done)
@@ -248,6 +260,15 @@ class BpfLocalStorageMap:
             call_rcu_tasks_trace(self.rcu, done)
         else:
             call_rcu_tasks_trace(self.rcu, lambda *_: call_rcu(self.rcu, done))
+
+    def _run_rcu_q(self, n: int) -> None:
+        """The ``n`` oldest frees queued with ``call_rcu``, after their grace period."""
+        q = self._rcu_q
+        for _ in range(n):
+            what, free = q.popleft()
+            self.pending_rcu -= 1
+            self.pending[what] -= 1
+            free()
 
     def bpf_local_storage_alloc(self, cpu: Cpu, owner: Owner, first: Selem, gfp: int) -> int:
         """``bpf_local_storage_alloc()``: the owner's first element brings its ``struct bpf_local_storage``."""
@@ -274,13 +295,13 @@ class BpfLocalStorageMap:
             if not reuse_now and self.profile.delete_waits == "now" and storage_smap is not None:
                 bpf_mem_cache_free(storage_smap.storage_ma, cpu, st.obj)
             elif not reuse_now:
-                self._after(self.profile.delete_waits == "rcu", lambda: _raw_free(st.obj))
+                self._after(self.profile.delete_waits == "rcu", lambda: _raw_free(st.obj), "storage")
             elif storage_smap is not None:
                 bpf_mem_cache_free(storage_smap.storage_ma, cpu, st.obj)
             else:   # the element that made it is long gone (its map may be too): call_rcu, then raw free
-                self._after(True, lambda: _raw_free(st.obj))
+                self._after(True, lambda: _raw_free(st.obj), "storage")
             return
-        self._after(reuse_now, lambda: self.mm.slab.kfree(st.obj))
+        self._after(reuse_now, lambda: self.mm.slab.kfree(st.obj), "storage")
 
     def _link(self, st: LocalStorage, selem: Selem) -> None:
         st.selems[self.id] = selem
@@ -389,18 +410,33 @@ class BpfLocalStorageMap:
         storages = sum(1 for o in self.elems.values() if o.storage is not None and o.storage.smap is self)
         return n, storages
 
-    def breakdown(self) -> dict[str, int]:
-        """Charged bytes by where they are: live elements and storages, this map's caches, waiting for GP."""
-        n, _ = self.live()
-        out = {"smap": kmalloc_charge(SIZEOF_SMAP), "live selems": n * _charge(self, self.elem_size)}
-        storages = sum(1 for o in self.elems.values() if o.storage is not None)
-        out["bpf_local_storage"] = storages * _charge(self, self.profile.storage_size)
-        for name, ma in (("selem_ma", self.selem_ma), ("storage_ma", self.storage_ma)):
+    def breakdown(self, storages: int | None = None) -> dict[str, int]:
+        """Payload bytes by where they sit, and ``slab_rounding`` (what kmalloc classes and the per-object
+        memcg pointer add): live elements, the owners' storages this map allocated (``storages``: how many
+        are live, when the caller counts them across maps), each allocator list, waiting for a grace period."""
+        unit_hdr = LLIST_NODE_SZ if self.alloc == "bpf_ma" else 0
+        e_pay, s_pay = self.elem_size + unit_hdr, self.profile.storage_size + unit_hdr
+        e_chg, s_chg = kmalloc_charge(e_pay), kmalloc_charge(s_pay)
+        n = len(self.elems)
+        if storages is None:
+            storages = sum(1 for o in self.elems.values() if o.storage is not None)
+        out = {"live selems": n * e_pay, "bpf_local_storage": storages * s_pay,
+               "waiting for GP (selems)": self.pending["selem"] * e_pay,
+               "waiting for GP (storages)": self.pending["storage"] * s_pay}
+        objs_e = n + self.pending["selem"]
+        objs_s = storages + self.pending["storage"]
+        for name, ma, pay in (("selem_ma", self.selem_ma, e_pay), ("storage_ma", self.storage_ma, s_pay)):
             if ma is None:
                 continue
-            unit = ma.all_caches()[0].unit_size
-            cached = sum(len(c.free_llist) for c in ma.all_caches())
-            out[f"{name} free lists"] = cached * kmalloc_charge(unit)
+            for c in ma.all_caches():
+                for lname, lst in c.lists().items():
+                    key = f"{name} {lname}/cpu{c.cpu.id}" if lname == "free_llist" else f"{name} {lname}"
+                    out[key] = out.get(key, 0) + len(lst) * pay
+                    if name == "selem_ma":
+                        objs_e += len(lst)
+                    else:
+                        objs_s += len(lst)
+        out["slab_rounding"] = objs_e * (e_chg - e_pay) + objs_s * (s_chg - s_pay)
         return out
 
 

@@ -1,0 +1,178 @@
+"""Local storage churn on the model: where the memory of a task/cgroup/socket/inode storage map sits over time.
+
+Problem: local storage frees on two paths with different costs (08a7ce384e33): an owner that ends
+hands its elements back for immediate reuse (6.4-6.18 task and cgroup storage: into the map's
+``bpf_mem_alloc``, where a trim parks them like hash-map elements), a delete waits for a tasks-trace
+grace period.  Which path a workload takes, and on which CPU, decides the memory.
+
+Use cases, each producer on its own CPU keeping ``owners`` live owners with one element each:
+
+- ``create_destroy``: create an owner with its element, end the oldest (the destroy path);
+- ``delete_recreate``: owners live on; delete an element and create it again (the delete path);
+- ``cross_cpu_exit``: owners are created on one CPU and end on the next (a task forked on one CPU
+  exits on another), like htab-mem's add_del_on_diff_cpu.
+
+Producers run ``rate`` operations per simulated second in 1 ms steps.  The speed is an input, not a
+model output: local storage costs are not calibrated.  Every byte is modelled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from ..maps.local_storage import KINDS, BpfLocalStorageMap, Owner, bpf_local_storage_destroy, profile_for_release
+from ..mm import Mm
+from ..rcu import Rcu
+from ..sim import Machine, RandomScheduler
+from .profile import load_profile
+
+USE_CASES = ("create_destroy", "delete_recreate", "cross_cpu_exit")
+MS = 1_000_000
+STEP_NS = MS
+
+
+@dataclass(frozen=True)
+class LocalStorageConfig:
+    kind: str = "task"
+    use_case: str = "create_destroy"
+    cpus: int = 8
+    release: str = "v6.18"
+    value_size: int = 64
+    owners: int = 256                  # live owners per producer
+    rate: float = 20_000.0             # operations per simulated second per producer
+    duration_s: float = 1.0
+    idle_s: float = 0.5
+    sample_ms: float = 10.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"--storage-type must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.use_case not in USE_CASES:
+            raise ValueError(f"--use-case must be one of {', '.join(USE_CASES)}, got {self.use_case!r}")
+        if self.use_case == "cross_cpu_exit" and self.cpus < 2:
+            raise ValueError("--cpus must be >= 2 for cross_cpu_exit (owners end on another CPU)")
+        for name, lo in (("cpus", 1), ("value_size", 1), ("owners", 1)):
+            if getattr(self, name) < lo:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= {lo}, got {getattr(self, name)}")
+        if not self.rate > 0 or not self.duration_s > 0 or self.idle_s < 0 or not self.sample_ms > 0:
+            raise ValueError("--rate, --duration and --sample-interval must be > 0, --idle >= 0")
+        profile_for_release(self.release)
+
+
+def run_local_storage(cfg: LocalStorageConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One run: create the map, churn for ``duration_s``, idle ``idle_s``, close; samples every ``sample_ms``."""
+    say = progress or (lambda _m: None)
+    prof = load_profile(None)
+    m = Machine(cfg.cpus, RandomScheduler(cfg.seed))
+    m.identity = False
+    mm = Mm(m)
+    rcu = Rcu(m, prof.rcu, prof.tasks_trace)
+    cg = mm.root_memcg.child("lstorage")
+    lsp = profile_for_release(cfg.release)
+    t_wall = time.perf_counter()
+    base = cg.usage
+    smap = BpfLocalStorageMap(m, mm, rcu, cfg.kind, cfg.value_size, cg, lsp)
+    create_bytes = cg.usage - base
+    k0 = mm.slab.kmalloc_calls
+    cpus = m.cpus
+    n = cfg.cpus
+    counts = {"creates": 0, "destroys": 0, "deletes": 0, "failed": 0}
+    seq = [0]
+    live: list[deque[Owner]] = [deque() for _ in range(n)]
+    handoff: list[deque[Owner]] = [deque() for _ in range(n)]
+
+    def new_owner(cpu_id: int) -> Owner:
+        seq[0] += 1
+        o = Owner(cfg.kind, f"o{seq[0]}")
+        if smap.update(cpus[cpu_id], o, 1) == 0:
+            counts["creates"] += 1
+        else:
+            counts["failed"] += 1
+        return o
+
+    for c in range(n):                                # the live set, before the clock starts
+        for _ in range(cfg.owners):
+            live[c].append(new_owner(c))
+
+    def op(c: int) -> None:
+        cpu = cpus[c]
+        if cfg.use_case == "create_destroy":
+            live[c].append(new_owner(c))
+            bpf_local_storage_destroy(cpu, live[c].popleft())
+            counts["destroys"] += 1
+        elif cfg.use_case == "delete_recreate":
+            o = live[c].popleft()
+            smap.delete(cpu, o)
+            counts["deletes"] += 1
+            if smap.update(cpu, o, 1) == 0:
+                counts["creates"] += 1
+            else:
+                counts["failed"] += 1
+            live[c].append(o)
+        else:                                           # made here, ends on the next CPU
+            handoff[(c + 1) % n].append(new_owner(c))
+            if handoff[c]:
+                bpf_local_storage_destroy(cpu, handoff[c].popleft())
+                counts["destroys"] += 1
+            elif live[c]:
+                bpf_local_storage_destroy(cpu, live[c].popleft())
+                counts["destroys"] += 1
+
+    per_step = cfg.rate * STEP_NS / 1e9
+    credit = [0.0] * n
+    end_run = int(cfg.duration_s * 1e9)
+    end_all = end_run + int(cfg.idle_s * 1e9)
+    sample_ns = int(cfg.sample_ms * MS)
+    series: list[tuple[float, int]] = []
+    parts: dict[str, list[int]] = {}
+    samples = 0
+
+    def sample(now: int) -> None:
+        nonlocal samples
+        series.append((now / MS, cg.usage - base))
+        bd = smap.breakdown()
+        for k in set(parts) | set(bd):
+            parts.setdefault(k, [0] * samples).append(bd.get(k, 0))
+        samples += 1
+
+    eng = m.engine
+    now = 0
+    next_sample = 0
+    say("run")
+    while now < end_all:
+        if now >= next_sample:
+            sample(now)
+            next_sample += sample_ns
+        if now < end_run:
+            for c in range(n):
+                credit[c] += per_step
+                k = int(credit[c])
+                credit[c] -= k
+                for _ in range(k):
+                    op(c)
+        now += STEP_NS
+        eng.run(until=now)
+    sample(now)
+    at_end = cg.usage - base
+    say("close")
+    smap.map_free(cpus[0])
+    eng.run(until=now + 2000 * MS)
+    after_close = cg.usage - base
+    wall = time.perf_counter() - t_wall
+    run_vals = [b for t, b in series if t * MS < end_run]
+    steady = run_vals[len(run_vals) // 2:] or run_vals
+    kmallocs = mm.slab.kmalloc_calls - k0
+    return {
+        "config": asdict(cfg), "profile": lsp.name, "kernel": lsp.kernel, "allocator": lsp.allocator(cfg.kind),
+        "modelled": True, "speed": "an input (--rate), not modelled",
+        "create_bytes": create_bytes, "peak_bytes": max(b for _, b in series),
+        "steady_bytes": round(sum(steady) / len(steady)), "after_idle_bytes": at_end,
+        "after_close_bytes": after_close, **counts,
+        "kmallocs": kmallocs, "kmallocs_per_create": round(kmallocs / counts["creates"], 3) if counts["creates"] else None,
+        "series": series, "breakdown_series": parts, "wall_s": round(wall, 3),
+        "realtime_factor": round((cfg.duration_s + cfg.idle_s) / wall, 2) if wall else None,
+    }
