@@ -61,3 +61,15 @@ def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
                  "--owners", "16", "--rate", "2000", "--duration", "0.05", "--idle", "0.05", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["results"][0]["modelled"] and d["results"][0]["creates"] > 0
+
+
+@pytest.mark.parametrize("kind,release,low,high", [
+    ("task", "v6.18", 0.0, 0.2),      # bpf_mem_alloc: the batch's ends feed the next batch's creates
+    ("task", "v6.2", 2.0, 2.0),       # kzalloc: element + the owner's bpf_local_storage
+    ("task", "v6.19", 2.0, 2.0),      # kmalloc_nolock
+    ("socket", "v6.18", 2.0, 2.0),    # sockets never moved to bpf_mem_alloc
+])
+def test_create_bench_storage_kmallocs_per_create(kind: str, release: str, low: float, high: float) -> None:
+    from bpfmem.backend.local_storage import run_create_model
+    r = run_create_model(kind, 32, 2, release, rounds=50)
+    assert r["creates"] == 2 * 32 * 50 and low <= r["storage_kmallocs_per_create"] <= high
