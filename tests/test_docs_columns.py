@@ -164,7 +164,8 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
 MODEL_COMMANDS = {
     "bench htab-mem": [["bench", "htab-mem", "--use-case", "all", "--policy", "all", *HTAB, "--breakdown"]],
-    "bench self": [["bench", "self", "--duration", "0.01", "--cpus", "2", "--policy", "v6.1", "--no-matrix"]],
+    "bench self": [["bench", "self", "--duration", "0.01", "--cpus", "2", "--policy", "v6.1", "--no-matrix",
+                    "--no-local-storage"]],
     "bench explore": [["bench", "explore", "--schedules", "100", "--max-bound", "0"]],
     "bench arena-vs-htab": [["bench", "arena-vs-htab", "--elements", "200"]],
     "arena create": [["arena", "create", "--max-entries", "16"],

@@ -105,6 +105,8 @@ def test_policies_and_bench_self(capsys: pytest.CaptureFixture[str]) -> None:
                           "--no-matrix", "--json"], capsys)
     doc = json.loads(out)
     assert rc == 0 and len(doc["results"]) == 3 and doc["matrix"] is None
+    assert len(doc["local_storage"]) == 6 and all(r["ops"] > 0 and r["realtime_factor"] > 0
+                                                 for r in doc["local_storage"])
     for r in doc["results"]:
         assert r["ops"] > 0 and r["ops"] == r["raw"]["ops"]          # the fast paths are exact
         assert r["realtime_factor"] == pytest.approx(0.05 / r["wall_s"], rel=0.05)

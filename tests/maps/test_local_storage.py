@@ -17,8 +17,9 @@ TT = GpModel(gp_min_ns=30 * MS, gp_max_ns=30 * MS)
 
 
 class World:
-    def __init__(self, ncpus: int = 2, limit: int | None = None) -> None:
+    def __init__(self, ncpus: int = 2, limit: int | None = None, identity: bool = True) -> None:
         self.m = Machine(ncpus, RandomScheduler(0))
+        self.m.identity = identity
         self.mm = Mm(self.m)
         self.rcu = Rcu(self.m, rcu_model=RCU, tasks_trace_model=TT)
         self.cg = self.mm.root_memcg.child("map") if limit is None else self.mm.root_memcg.child("map", limit)
@@ -135,15 +136,17 @@ def test_a_socket_holds_storage_up_to_optmem_max(release: str, optmem: int) -> N
     assert o.omem == 176 + fitted * 1072
 
 
-def test_at_a_memcg_limit_kzalloc_is_forced_past_it_and_bpf_ma_fails() -> None:
+@pytest.mark.parametrize("identity", [True, False])
+def test_at_a_memcg_limit_kzalloc_is_forced_past_it_and_bpf_ma_fails(identity: bool) -> None:
     """Syscall updates pass GFP_ATOMIC: a kzalloc'd element is charged past memory.max (__GFP_HIGH); a
-    bpf_mem_alloc element fails with ENOMEM once the GFP_NOWAIT refill is refused."""
-    w = World(limit=64 * 1024)
+    bpf_mem_alloc element fails with ENOMEM once the GFP_NOWAIT refill is refused (objects with identities
+    or counted: the same)."""
+    w = World(limit=64 * 1024, identity=identity)
     sk = w.smap("socket", "v6.18")
     for i in range(400):
         assert sk.update(w.cpu, Owner("socket", str(i))) == 0
     assert w.cg.usage > w.cg.limit and w.cg.failcnt > 0
-    w2 = World(limit=64 * 1024)
+    w2 = World(limit=64 * 1024, identity=identity)
     t = w2.smap("task", "v6.18")
     results = [t.update(w2.cpu, Owner("task", str(i))) for i in range(400)]
     assert -ENOMEM in results and w2.cg.usage <= w2.cg.limit

@@ -342,10 +342,13 @@ def check_plot_path(plot: str | None) -> None:
               help="Model profile JSON (costs, grace periods) [default: the shipped one].")
 @click.option("--matrix/--no-matrix", default=True, show_default=True,
               help="Also time the default all-policy matrix (bench htab-mem --policy all --use-case all --cpus 8).")
+@click.option("--local-storage/--no-local-storage", "local_storage", default=True, show_default=True,
+              help="Also time bench local-storage (task and socket storage, each use case, 8 CPUs, 20k ops/s per "
+                   "producer).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def bench_self(cpus: tuple[int, ...], duration: float, policy: str, use_case: str, raw: bool,
-               profile_path: str | None, matrix: bool, as_json: bool, quiet: bool) -> None:
+               profile_path: str | None, matrix: bool, local_storage: bool, as_json: bool, quiet: bool) -> None:
     """How fast and small the model is, one core: real-time factor, map ops per wall second, peak memory and
     bytes per parked object, per use case x policy x CPUs (each row in a fresh process)."""
     from ..backend.speed import time_matrix, time_rows
@@ -358,8 +361,11 @@ def bench_self(cpus: tuple[int, ...], duration: float, policy: str, use_case: st
         fail("--cpus", "add_del_on_diff_cpu needs an even number of CPUs")
     rows: list[dict[str, Any]] = []
     matrix_doc = None
+    ls_rows: list[dict[str, Any]] = []
+    from ..backend.local_storage import USE_CASES as LS_CASES
+    ls_cases = [(k, uc) for k in ("task", "socket") for uc in LS_CASES] if local_storage else []
     with progress(quiet, as_json, unit="rows") as prog:
-        task = prog.add_task("bench self", total=len(cases) + (1 if matrix else 0))
+        task = prog.add_task("bench self", total=len(cases) + (1 if matrix else 0) + len(ls_cases))
         for uc, pol, n in cases:
             prog.update(task, description=f"{uc} / {pol} / {n} CPUs")
             rows.extend(time_rows([(uc, pol, n)], duration, raw, profile))
@@ -368,13 +374,22 @@ def bench_self(cpus: tuple[int, ...], duration: float, policy: str, use_case: st
             prog.update(task, description="the default all-policy matrix")
             matrix_doc = time_matrix()
             prog.advance(task)
+        if ls_cases:
+            from ..backend.local_storage import LocalStorageConfig, run_local_storage
+        for kind, uc in ls_cases:
+            prog.update(task, description=f"local-storage {uc} / {kind} / 8 CPUs")
+            r = run_local_storage(LocalStorageConfig(kind, uc, 8, duration_s=duration, idle_s=0.0))
+            ls_rows.append({"kind": kind, "use_case": uc, "cpus": 8, "simulated_s": duration, "wall_s": r["wall_s"],
+                            "realtime_factor": r["realtime_factor"], "ops": r["creates"] + r["deletes"] +
+                            r["destroys"], "allocator": r["allocator"]})
+            prog.advance(task)
     doc = {"tool": "bpfmem", "version": __version__, "command": "bench self",
            "params": {"cpus": list(dict.fromkeys(cpus)), "duration_s": duration, "policy": policy,
                       "use_case": use_case, "raw": raw, "profile": profile.name},
            "machine": {"python": platform.python_version(), "implementation": platform.python_implementation(),
                        "cpu": platform.processor() or platform.machine(), "cores_used": 1,
                        "host_cpus": os.cpu_count()},
-           "measured": True, "results": rows, "matrix": matrix_doc}
+           "measured": True, "results": rows, "matrix": matrix_doc, "local_storage": ls_rows}
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         return
@@ -394,6 +409,9 @@ def bench_self(cpus: tuple[int, ...], duration: float, policy: str, use_case: st
     console.print(t)
     if matrix_doc is not None:
         console.print(f"default all-policy matrix: {matrix_doc['wall_s']:.1f} s wall ({matrix_doc['command']})")
+    for r in ls_rows:
+        console.print(f"local-storage {r['use_case']} {r['kind']} ({r['allocator']}), 8 CPUs: "
+                      f"{r['realtime_factor']:.2f}x real time, {r['ops']:,} operations in {r['wall_s']:.2f} s wall")
 
 
 @cli.command("policies")

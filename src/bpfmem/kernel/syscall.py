@@ -300,3 +300,34 @@ def fdinfo(fd: BpfFd | int) -> dict[str, str]:
             k, _, v = line.partition(":")
             out[k.strip()] = v.strip()
     return out
+
+
+def prog_load_attach(prog_type: int, insns: bytes, *, expected_attach_type: int, attach_btf_id: int = 0,
+                     name: str = "", flags: int = 0, license: str = "GPL", log_size: int = 1 << 20) -> BpfFd:
+    """``BPF_PROG_LOAD`` of a program that names its attach point at load time (tp_btf, fentry, LSM):
+    ``expected_attach_type`` and ``attach_btf_id`` (a vmlinux BTF id; ``attach_btf_obj_fd`` 0 means
+    vmlinux).  On failure the error carries the verifier log, as ``prog_load``."""
+    code = _buf(insns)
+    lic = C.create_string_buffer(license.encode())
+    log = C.create_string_buffer(log_size)
+    a = U.ProgLoadAttr(prog_type=prog_type, insn_cnt=len(insns) // 8, insns=C.addressof(code),
+                       license=C.addressof(lic), log_level=1, log_size=log_size, log_buf=C.addressof(log),
+                       prog_flags=flags, prog_name=obj_name(name), expected_attach_type=expected_attach_type,
+                       attach_btf_id=attach_btf_id)
+    try:
+        return BpfFd(bpf(U.BPF_PROG_LOAD, a, log), "prog")
+    except BpfSyscallError as e:
+        if not e.log:
+            e.log = log.value.decode(errors="replace")
+        raise
+
+
+def raw_tracepoint_open(prog: BpfFd, name: str | None = None) -> BpfFd:
+    """``BPF_RAW_TRACEPOINT_OPEN``: attach ``prog`` and return the link (closing it detaches).
+
+    ``name``: the tracepoint of a ``BPF_PROG_TYPE_RAW_TRACEPOINT`` program ("kmalloc"); None for a
+    program whose attach point came with the load (tp_btf, fentry/fexit, LSM:
+    ``bpf_raw_tp_link_attach()`` then takes ``attach_func_name`` or attaches the trampoline)."""
+    raw = C.create_string_buffer(name.encode()) if name is not None else None
+    a = U.RawTracepointOpenAttr(name=C.addressof(raw) if raw is not None else 0, prog_fd=prog.fd)
+    return BpfFd(bpf(U.BPF_RAW_TRACEPOINT_OPEN, a), "link")

@@ -23,6 +23,8 @@ BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_UPDATE_BATCH = 26
 BPF_MAP_DELETE_BATCH = 27
+BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_LINK_CREATE = 28
 
 CMD_NAMES = {v: k for k, v in dict(globals()).items() if k.startswith("BPF_") and isinstance(v, int)}
 
@@ -40,7 +42,14 @@ BPF_MAP_TYPE_ARENA = 33
 
 # program types
 BPF_PROG_TYPE_SOCKET_FILTER = 1
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+BPF_PROG_TYPE_TRACING = 26
+BPF_PROG_TYPE_LSM = 29
 BPF_PROG_TYPE_SYSCALL = 31
+
+# attach types (enum bpf_attach_type)
+BPF_TRACE_RAW_TP = 23
+BPF_LSM_MAC = 27
 
 # flags
 BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
@@ -89,6 +98,11 @@ class TestRunAttr(C.Structure):
                 ("repeat", C.c_uint32), ("duration", C.c_uint32), ("ctx_size_in", C.c_uint32),
                 ("ctx_size_out", C.c_uint32), ("ctx_in", C.c_uint64), ("ctx_out", C.c_uint64),
                 ("flags", C.c_uint32), ("cpu", C.c_uint32), ("batch_size", C.c_uint32)]
+
+
+class RawTracepointOpenAttr(C.Structure):
+    """``attr.raw_tracepoint``: ``name`` NULL for a program that names its attach point (tp_btf, LSM)."""
+    _fields_ = [("name", C.c_uint64), ("prog_fd", C.c_uint32), ("_pad", C.c_uint32), ("cookie", C.c_uint64)]
 
 
 class InfoAttr(C.Structure):

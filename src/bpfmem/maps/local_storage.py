@@ -39,8 +39,9 @@ from weakref import WeakKeyDictionary
 
 from ..alloc import V6_8, BpfMemAlloc, BpfMemCache, bpf_mem_alloc_destroy, bpf_mem_alloc_init, bpf_mem_cache_free
 from ..alloc.memalloc import bpf_mem_cache_alloc_flags, bpf_mem_cache_raw_free
-from ..mm import (GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZERO, MemCgroup, MemObj, Mm,
-                  kmalloc_charge)
+from ..mm import (GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZERO, MemCgroup, Mm,
+                  kmalloc_charge, kmalloc_size_class)
+from ..mm.gfp import __GFP_HIGH
 from ..rcu import Rcu, call_rcu, call_rcu_tasks_trace
 from ..sim import Cpu, Machine
 from .base import (BPF_EXIST, BPF_F_NO_PREALLOC, BPF_NOEXIST, E2BIG, EEXIST, EINVAL, ENOENT, ENOMEM, BpfError,
@@ -63,6 +64,7 @@ OPTMEM_MAX_BEFORE_6_8 = 20480
 OPTMEM_MAX = 131072               # net.core.optmem_max default from 6.8 (4944566706b2)
 # a class body would mangle the kernel's double-underscore names
 _ACCOUNT = __GFP_ACCOUNT
+_HIGH = __GFP_HIGH
 _NOWARN_ACCOUNT_ZERO = __GFP_NOWARN | __GFP_ACCOUNT | __GFP_ZERO
 
 
@@ -121,6 +123,15 @@ def profile_for_release(release: str) -> LocalStorageProfile:
     name = "v6.1" if minor == 1 else "v6.2" if minor <= 3 else "v6.4" if minor <= 7 else \
         "v6.8" if minor <= 18 else "v6.19"
     return PROFILES[name]
+
+
+@dataclass(frozen=True)
+class AnonKmalloc:
+    """A counted kmalloc'd object (no identity): what ``kfree_anon`` needs to give it back."""
+
+    ksize: int
+    charge: int
+    memcg: MemCgroup | None
 
 
 @dataclass(eq=False)
@@ -209,9 +220,26 @@ class BpfLocalStorageMap:
         if self.kind == "socket" and owner is not None:
             owner.omem -= size
 
-    def _kmalloc(self, size: int, gfp: int) -> MemObj | None:
-        """``bpf_map_kzalloc`` / ``bpf_map_kmalloc_nolock``: one object charged to the map's memcg."""
-        return self.mm.slab.kmalloc_node(size, gfp | _NOWARN_ACCOUNT_ZERO, self.memcg)
+    def _kmalloc(self, size: int, gfp: int) -> Any:
+        """``bpf_map_kzalloc`` / ``bpf_map_kmalloc_nolock``: one object charged to the map's memcg.  Without
+        identities (``Machine.identity`` off) the object is counted, and stands for itself as ``AnonKmalloc``."""
+        slab = self.mm.slab
+        if self.m.identity:
+            return slab.kmalloc_node(size, gfp | _NOWARN_ACCOUNT_ZERO, self.memcg)
+        tok = AnonKmalloc(kmalloc_size_class(size), kmalloc_charge(size), self.memcg)
+        if slab.kmalloc_anon(size, (gfp & ~_HIGH) | _NOWARN_ACCOUNT_ZERO, self.memcg, 1) == 1:
+            return tok
+        if gfp & _HIGH and self.memcg is not None and slab.fail_after is None:
+            slab.failures -= 1                     # refused, then forced past the limit (GFP_ATOMIC)
+            slab.force_anon(tok.ksize, tok.charge, self.memcg)
+            return tok
+        return None
+
+    def _kfree(self, obj: Any) -> None:
+        if isinstance(obj, AnonKmalloc):
+            self.mm.slab.kfree_anon(obj.ksize, obj.charge, obj.memcg, 1)
+        else:
+            self.mm.slab.kfree(obj)
 
     def bpf_selem_alloc(self, cpu: Cpu, owner: Owner, gfp: int, charge: bool = True) -> Selem | None:
         """``bpf_selem_alloc()``: charge the owner, then the element from this map's allocator."""
@@ -237,7 +265,7 @@ class BpfLocalStorageMap:
             else:
                 self._after(waits == "rcu", lambda: _raw_free(selem.obj), "selem")
             return
-        self._after(reuse_now, lambda: self.mm.slab.kfree(selem.obj), "selem")
+        self._after(reuse_now, lambda: self._kfree(selem.obj), "selem")
 
     def _after(self, vanilla_rcu: bool, free: Any, what: str) -> None:
         """``call_rcu`` (``reuse_now``) or ``call_rcu_tasks_trace`` then, on 6.1, ``kfree_rcu`` on top;
@@ -301,7 +329,7 @@ class BpfLocalStorageMap:
             else:   # the element that made it is long gone (its map may be too): call_rcu, then raw free
                 self._after(True, lambda: _raw_free(st.obj), "storage")
             return
-        self._after(reuse_now, lambda: self.mm.slab.kfree(st.obj), "storage")
+        self._after(reuse_now, lambda: self._kfree(st.obj), "storage")
 
     def _link(self, st: LocalStorage, selem: Selem) -> None:
         st.selems[self.id] = selem
@@ -349,7 +377,7 @@ class BpfLocalStorageMap:
         if selem.alloc == "bpf_ma":
             bpf_mem_cache_free(self.selem_ma, cpu, selem.obj)
         else:
-            self.mm.slab.kfree(selem.obj)
+            self._kfree(selem.obj)
 
     def lookup(self, owner: Owner) -> bool:
         st = owner.storage

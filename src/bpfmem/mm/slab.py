@@ -222,6 +222,13 @@ class Slab:
         self.kmalloc_bytes += k * ksize
         return k
 
+    def force_anon(self, ksize: int, charge: int, memcg: MemCgroup) -> None:
+        """One counted object whose charge ``try_charge`` refused, forced past the limit (``__GFP_HIGH``)."""
+        memcg.force_charge(charge)
+        self.live_objects += 1
+        self.live_bytes += ksize
+        self.kmalloc_bytes += ksize
+
     def kfree_anon(self, ksize: int, charge: int, memcg: MemCgroup | None, n: int) -> None:
         """``n`` calls of ``kfree`` on objects of one kind (same size, charge and memcg)."""
         if n <= 0:
