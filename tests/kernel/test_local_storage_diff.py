@@ -12,7 +12,7 @@ MS = 1_000_000
 N = 2048
 
 
-def model_measure(kind: str, value: int, n: int) -> dict[str, float]:
+def model_measure(kind: str, value: int, n: int, release_ms: float = 0.0) -> dict[str, float]:
     """The kernel ``measure()``'s steps on the model (one CPU adding, the shipped grace-period profile)."""
     from bpfmem.backend.profile import load_profile
     from bpfmem.maps.local_storage import BpfLocalStorageMap, Owner, bpf_local_storage_destroy, profile_for_release
@@ -55,7 +55,11 @@ def model_measure(kind: str, value: int, n: int) -> dict[str, float]:
     for o in fresh:
         a.update(cpu, o)
     before = cg.usage
-    for o in fresh:
+    # the owners end spread over the time the kernel's threads took to end (``release_ms``), then 1 s passes
+    step = release_ms * MS / n
+    t0 = m.engine.now
+    for i, o in enumerate(fresh):
+        m.engine.run(until=t0 + int(i * step))
         bpf_local_storage_destroy(cpu, o)
     m.engine.run(until=m.engine.now + 1000 * MS)
     release_freed = before - cg.usage
@@ -69,14 +73,20 @@ def test_charges_delete_delay_and_owner_end_agree(kind: str, value: int) -> None
     require_kernel_backend()
     from bpfmem.kernel.local_storage import measure
     k = measure(kind, value, N)
-    mo = model_measure(kind, value, N)
+    mo = model_measure(kind, value, N)                                   # every owner ends at once
+    spread = model_measure(kind, value, N, k["release_ms"] or 0.0)       # ends spread over the kernel's joins
     assert abs(mo["elem_slope"] - k["elem_slope"]) <= 2, (mo, k)       # bytes per element
     assert abs(mo["per_elem"] - k["per_elem"]) <= 2, (mo, k)           # what a delete gives back
     assert abs(mo["owner_extra"] - k["owner_extra"]) <= 4, (mo, k)     # the owner's bpf_local_storage
     assert k["elem_free_ms"] is not None and mo["elem_free_ms"] is not None
     assert 0.5 * k["elem_free_ms"] <= mo["elem_free_ms"] <= 2 * k["elem_free_ms"], (mo["elem_free_ms"], k["elem_free_ms"])
     kernel_release = k["release_freed"] / max(1, k["release_added"])
-    if kind == "task":      # back into the map's bpf_mem_alloc: mostly still charged after 1 s, on both
-        assert kernel_release < 0.1 and mo["release_fraction"] < 0.1, (kernel_release, mo["release_fraction"])
+    if kind == "task":
+        # back into the map's bpf_mem_alloc; trims reach slab one batch per grace period, so what is freed
+        # within the second depends on how fast the threads really ended, which the joins only bound: the
+        # kernel's fraction lies between the model's for exits all at once and exits spread over the joins
+        lo, hi = mo["release_fraction"], spread["release_fraction"]
+        assert lo < 0.1                                                     # at once: parked, as measured
+        assert lo - 0.05 <= kernel_release <= hi + 0.1, (kernel_release, lo, hi, k["release_ms"])
     else:                   # kfree_rcu: freed (the kernel may hold a kfree_rcu tail back for seconds)
         assert kernel_release > 0.8 and mo["release_fraction"] > 0.99, (kernel_release, mo["release_fraction"])

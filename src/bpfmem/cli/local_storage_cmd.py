@@ -96,3 +96,62 @@ def _print(results: list[dict[str, Any]]) -> None:
             t.add_row(k, fmt_bytes(v))
     con.print(t)
     con.print("speed is an input (--rate); every byte is modelled")
+
+
+@bench.command("local-storage-create")
+@click.option("--storage-type", type=click.Choice(("task", "socket")), default="task", show_default=True,
+              help="task: threads created and joined; socket: sockets opened and closed.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="Owners created, then ended, per round (owners).")
+@click.option("--producers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Producers, one per CPU (processes).")
+@click.option("--kernel", "release", default="v6.18", show_default=True,
+              help="Kernel release of the model (v6.1 .. v6.19, v7.0).")
+@click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
+              help="kernel: also run it on this kernel (storage from a BPF program where it allows, else from "
+                   "syscalls; kmallocs counted by a raw_tp/kmalloc program, system-wide).")
+@click.option("--duration", type=Finite(0, 60, min_open=True), default=1.0, show_default=True,
+              help="Seconds the kernel run lasts (each of the two runs: with and without storage).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def bench_local_storage_create(storage_type: str, batch_size: int, producers: int, release: str, backend: str,
+                               duration: float, as_json: bool) -> None:
+    """The selftests' local-storage-create: kmallocs per create on the model (the storage's own) and, with
+    --backend kernel, creates/s and kmallocs per create on this kernel beside the model's prediction."""
+    from ..backend.local_storage import run_create_model
+    from ..maps.local_storage import profile_for_release
+    try:
+        profile_for_release(release)
+    except ValueError as e:
+        fail("--kernel", str(e))
+    model = run_create_model(storage_type, batch_size, producers, release, rounds=max(50, 3200 // batch_size))
+    out: dict[str, Any] = {"tool": "bpfmem", "version": __version__, "command": "bench local-storage-create",
+                           "model": model}
+    if backend == "kernel":
+        import os
+
+        from ..kernel.storage_create import run_create
+        from .main import kernel_policies
+        kernel_policies(release)
+        if producers > len(os.sched_getaffinity(0)):
+            fail("--producers", f"this machine has {len(os.sched_getaffinity(0))} CPUs for producers")
+        base = run_create(storage_type, batch_size, producers, duration, with_storage=False)
+        run = run_create(storage_type, batch_size, producers, duration, with_storage=True)
+        owner = base["kmallocs"] / base["owners_created"] if base["owners_created"] else 0.0
+        out["kernel"] = {"baseline": base, "with_storage": run, "owner_kmallocs_per_create": round(owner, 3),
+                         "storage_kmallocs_per_create": round(run["kmallocs_per_create"] - owner, 3)}
+        out["model_prediction_kmallocs_per_create"] = round(owner + model["storage_kmallocs_per_create"], 3)
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    con = Console()
+    con.print(f"model ({model['profile']}, {model['allocator']}): the storage costs "
+              f"{model['storage_kmallocs_per_create']} kmallocs/create at batch {batch_size} (modelled; creates/s is "
+              f"not modelled)")
+    k = out.get("kernel")
+    if k is not None:
+        r = k["with_storage"]
+        con.print(f"kernel: creates {r['creates_per_s'] / 1e3:.3f}k/s ({r['per_producer_per_s'] / 1e3:.3f}k/prod), "
+                  f"{r['kmallocs_per_create']:.2f} kmallocs/create (measured; storage from {r['storage_from']})")
+        con.print(f"kernel without storage: {k['owner_kmallocs_per_create']:.2f} kmallocs per owner; the storage "
+                  f"adds {k['storage_kmallocs_per_create']:.2f} (model: {model['storage_kmallocs_per_create']}); "
+                  f"model prediction {out['model_prediction_kmallocs_per_create']:.2f} kmallocs/create")
