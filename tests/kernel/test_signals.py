@@ -34,6 +34,7 @@ COMMANDS = (
      "--repeat", "1", "--no-elem-charge", "--json"],
     ["arena", "create", "--backend", "kernel", "--max-entries", "64", "--json"],
     ["bench", "arena-vs-htab", "--backend", "kernel", "--elements", "2000", "--json"],
+    ["bench", "local-storage-create", "--backend", "kernel", "--storage-type", "task", "--duration", "0.3", "--json"],
     ["size", "--backend", "kernel", "--cpus", str(len(os.sched_getaffinity(0))), "--memcg-limit", "16M",
      "--value-size", "1024", "--max-entries", "100000", "--json"],
 )
