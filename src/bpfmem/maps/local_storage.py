@@ -32,7 +32,7 @@ that frees after the unlock is not visible in memory.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from weakref import WeakKeyDictionary
@@ -42,7 +42,7 @@ from ..alloc.memalloc import bpf_mem_cache_alloc_flags, bpf_mem_cache_raw_free
 from ..mm import (GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZERO, MemCgroup, Mm,
                   kmalloc_charge, kmalloc_size_class)
 from ..mm.gfp import __GFP_HIGH
-from ..rcu import Rcu, call_rcu, call_rcu_tasks_trace
+from ..rcu import Rcu, call_rcu_tasks_trace
 from ..sim import Cpu, Machine
 from .base import (BPF_EXIST, BPF_F_NO_PREALLOC, BPF_NOEXIST, E2BIG, EEXIST, EINVAL, ENOENT, ENOMEM, BpfError,
                    bpf_map_area_alloc, bpf_map_area_free, roundup_pow_of_two)
@@ -134,36 +134,45 @@ class AnonKmalloc:
     memcg: MemCgroup | None
 
 
-@dataclass(eq=False)
 class Owner:
     """A task, cgroup, socket or inode: ``owner->bpf_storage`` and, for sockets, ``sk_omem_alloc``."""
 
-    kind: str
-    name: str
-    storage: LocalStorage | None = None
-    omem: int = 0
-    destroyed: bool = False
+    __slots__ = ("kind", "name", "storage", "omem", "destroyed")
+
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.storage: LocalStorage | None = None
+        self.omem = 0
+        self.destroyed = False
+
+    def __repr__(self) -> str:
+        return f"Owner({self.kind}, {self.name})"
 
 
-@dataclass(eq=False)
 class LocalStorage:
     """``struct bpf_local_storage``: the owner's list of elements, one per map, and 16 cache slots."""
 
-    owner: Owner | None
-    obj: Any                                 # the allocation (a MemObj, or a counted bpf_mem_alloc object)
-    smap: BpfLocalStorageMap | None          # whose storage_ma it came from (6.4-6.18)
-    alloc: str                               # bpf_ma, kmalloc_nolock or kzalloc
-    selems: dict[int, Selem] = field(default_factory=dict)
-    cache: list[Selem | None] = field(default_factory=lambda: [None] * BPF_LOCAL_STORAGE_CACHE_SIZE)
+    __slots__ = ("owner", "obj", "smap", "alloc", "selems", "cache")
+
+    def __init__(self, owner: Owner | None, obj: Any, smap: BpfLocalStorageMap | None, alloc: str) -> None:
+        self.owner = owner
+        self.obj = obj                       # the allocation (a MemObj, or a counted object)
+        self.smap = smap                     # whose storage_ma it came from (6.4-6.18)
+        self.alloc = alloc                   # bpf_ma, kmalloc_nolock or kzalloc
+        self.selems: dict[int, Selem] = {}
+        self.cache: list[Selem | None] = [None] * BPF_LOCAL_STORAGE_CACHE_SIZE
 
 
-@dataclass(eq=False)
 class Selem:
     """``struct bpf_local_storage_elem``."""
 
-    smap: BpfLocalStorageMap
-    obj: Any
-    alloc: str
+    __slots__ = ("smap", "obj", "alloc")
+
+    def __init__(self, smap: BpfLocalStorageMap, obj: Any, alloc: str) -> None:
+        self.smap = smap
+        self.obj = obj
+        self.alloc = alloc
 
 
 class BpfLocalStorageMap:
@@ -201,8 +210,9 @@ class BpfLocalStorageMap:
         self.elems: dict[int, Owner] = {}          # id(owner) -> owner, for the map's walk at map_free
         self.pending_rcu = 0                       # selems and storages waiting for a grace period
         self.pending = {"selem": 0, "storage": 0}
-        self._rcu_q: deque[tuple[str, Any]] = deque()
-        self._rcu_batch: Any = None
+        self._tokens: dict[int, AnonKmalloc] = {}      # one counted-object token per size
+        self._rcu_q: tuple[deque[tuple[str, Any, bool]], deque[tuple[str, Any, bool]]] = (deque(), deque())
+        self._rcu_batch: list[Any] = [None, None]
         self.freed = False
 
     # -- the element and the storage -----------------------------------------------------------------
@@ -226,8 +236,10 @@ class BpfLocalStorageMap:
         slab = self.mm.slab
         if self.m.identity:
             return slab.kmalloc_node(size, gfp | _NOWARN_ACCOUNT_ZERO, self.memcg)
-        tok = AnonKmalloc(kmalloc_size_class(size), kmalloc_charge(size), self.memcg)
-        if slab.kmalloc_anon(size, (gfp & ~_HIGH) | _NOWARN_ACCOUNT_ZERO, self.memcg, 1) == 1:
+        tok = self._tokens.get(size)
+        if tok is None:
+            tok = self._tokens[size] = AnonKmalloc(kmalloc_size_class(size), kmalloc_charge(size), self.memcg)
+        if slab.kmalloc_one_anon(tok.ksize, tok.charge, self.memcg):
             return tok
         if gfp & _HIGH and self.memcg is not None and slab.fail_after is None:
             slab.failures -= 1                     # refused, then forced past the limit (GFP_ATOMIC)
@@ -263,40 +275,41 @@ class BpfLocalStorageMap:
             if waits == "now":
                 bpf_mem_cache_free(ma, cpu, selem.obj)            # the owner went through a GP: reuse now
             else:
-                self._after(waits == "rcu", lambda: _raw_free(selem.obj), "selem")
+                self._after(waits == "rcu", selem.obj, "selem", True)
             return
-        self._after(reuse_now, lambda: self._kfree(selem.obj), "selem")
+        self._after(reuse_now, selem.obj, "selem", False)
 
-    def _after(self, vanilla_rcu: bool, free: Any, what: str) -> None:
-        """``call_rcu`` (``reuse_now``) or ``call_rcu_tasks_trace`` then, on 6.1, ``kfree_rcu`` on top;
-        ``what`` (selem or storage) counts what waits, by kind, for the memory report."""
+    def _after(self, vanilla_rcu: bool, obj: Any, what: str, raw: bool) -> None:
+        """``call_rcu`` (``reuse_now``) or ``call_rcu_tasks_trace``, then free ``obj``: ``raw`` through
+        ``bpf_mem_cache_raw_free``, else ``kfree``; 6.1 chains a ``kfree_rcu`` after the tasks-trace GP.
+        ``what`` (selem or storage) counts what waits, by kind, for the memory report.  Consecutive calls of
+        one flavour share a queue entry (``call_coalesced``); the frees run in call order."""
         self.pending_rcu += 1
         self.pending[what] += 1
-        if vanilla_rcu and not self.rcu.rcu.lazy:
-            # consecutive call_rcu()s share one queue entry (call_coalesced); the frees run in call order
-            self._rcu_q.append((what, free))
-            self._rcu_batch = self.rcu.rcu.call_coalesced(self._rcu_batch, self._run_rcu_q)
+        if not vanilla_rcu and not self.profile.trace_implies_rcu:
+            # 6.1: the tasks-trace callback does kfree_rcu (still pending until that RCU GP ends)
+            call_rcu_tasks_trace(self.rcu, lambda *_: self._queue_free(True, obj, what, raw))
             return
+        self._queue_free(vanilla_rcu, obj, what, raw)
 
-        def done(*_: Any) -> None:
-            self.pending_rcu -= 1
-            self.pending[what] -= 1
-            free()
-        if vanilla_rcu:
-            call_rcu(self.rcu, done)
-        elif self.profile.trace_implies_rcu:
-            call_rcu_tasks_trace(self.rcu, done)
-        else:
-            call_rcu_tasks_trace(self.rcu, lambda *_: call_rcu(self.rcu, done))
+    def _queue_free(self, vanilla_rcu: bool, obj: Any, what: str, raw: bool) -> None:
+        flavour = self.rcu.rcu if vanilla_rcu else self.rcu.tasks_trace
+        k = 0 if vanilla_rcu else 1
+        self._rcu_q[k].append((what, obj, raw))
+        self._rcu_batch[k] = flavour.call_coalesced(self._rcu_batch[k], self._run_rcu_q, k)
 
-    def _run_rcu_q(self, n: int) -> None:
-        """The ``n`` oldest frees queued with ``call_rcu``, after their grace period."""
-        q = self._rcu_q
+    def _run_rcu_q(self, n: int, k: int) -> None:
+        """The ``n`` oldest frees queued on flavour ``k`` (0: RCU, 1: tasks trace), after their grace period."""
+        q = self._rcu_q[k]
+        pending = self.pending
         for _ in range(n):
-            what, free = q.popleft()
+            what, obj, raw = q.popleft()
             self.pending_rcu -= 1
-            self.pending[what] -= 1
-            free()
+            pending[what] -= 1
+            if raw:
+                _raw_free(obj)
+            else:
+                self._kfree(obj)
 
     def bpf_local_storage_alloc(self, cpu: Cpu, owner: Owner, first: Selem, gfp: int) -> int:
         """``bpf_local_storage_alloc()``: the owner's first element brings its ``struct bpf_local_storage``."""
@@ -323,13 +336,13 @@ class BpfLocalStorageMap:
             if not reuse_now and self.profile.delete_waits == "now" and storage_smap is not None:
                 bpf_mem_cache_free(storage_smap.storage_ma, cpu, st.obj)
             elif not reuse_now:
-                self._after(self.profile.delete_waits == "rcu", lambda: _raw_free(st.obj), "storage")
+                self._after(self.profile.delete_waits == "rcu", st.obj, "storage", True)
             elif storage_smap is not None:
                 bpf_mem_cache_free(storage_smap.storage_ma, cpu, st.obj)
             else:   # the element that made it is long gone (its map may be too): call_rcu, then raw free
-                self._after(True, lambda: _raw_free(st.obj), "storage")
+                self._after(True, st.obj, "storage", True)
             return
-        self._after(reuse_now, lambda: self._kfree(st.obj), "storage")
+        self._after(reuse_now, st.obj, "storage", False)
 
     def _link(self, st: LocalStorage, selem: Selem) -> None:
         st.selems[self.id] = selem

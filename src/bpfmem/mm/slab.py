@@ -222,6 +222,20 @@ class Slab:
         self.kmalloc_bytes += k * ksize
         return k
 
+    def kmalloc_one_anon(self, ksize: int, charge: int, memcg: MemCgroup | None) -> bool:
+        """``kmalloc_anon`` of one accounted object (``ksize``/``charge`` precomputed): the same counters,
+        charge and failure point, without the bulk arithmetic."""
+        if self.fail_after is not None:
+            return self._new_anon(ksize, charge, _GFP_ACCOUNT, memcg, 1) == 1
+        self.kmalloc_calls += 1
+        if memcg is not None and not memcg.try_charge(charge):
+            self.failures += 1
+            return False
+        self.live_objects += 1
+        self.live_bytes += ksize
+        self.kmalloc_bytes += ksize
+        return True
+
     def force_anon(self, ksize: int, charge: int, memcg: MemCgroup) -> None:
         """One counted object whose charge ``try_charge`` refused, forced past the limit (``__GFP_HIGH``)."""
         memcg.force_charge(charge)

@@ -67,6 +67,9 @@ class RcuFlavour:
         self.urgent_gp = 0
         self._queue: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._batch: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        # callbacks (not entries: a coalesced entry holds many) in the queue and in the GP's batch
+        self._nq = 0
+        self._nb = 0
         self._in_gp = False
         self._sleeping = False
         self._lazy_timer: Timer | None = None
@@ -84,34 +87,40 @@ class RcuFlavour:
 
     # -- updaters ------------------------------------------------------------
     def n_cbs(self) -> int:
-        return len(self._queue) + len(self._batch)
+        """Callbacks pending: ``rcu_segcblist_n_cbs`` (a coalesced entry counts every call it stands for)."""
+        return self._nq + self._nb
 
     def call(self, fn: Callable[..., Any], *args: Any, hurry: bool = False) -> None:
         """Queue ``fn(*args)`` to run after a full grace period from now."""
         self.calls += 1
         if self.lazy:
-            needwake = hurry or self.n_cbs() == self.model.lazy_lim
+            needwake = hurry or self._nq + self._nb == self.model.lazy_lim
             if not needwake and self._lazy_timer is None:
                 self._lazy_timer = self.m.engine.after(self.model.lazy_delay_ns, self._lazy_timeout)
             if needwake:
                 self.urgent_gp = URGENT_GP_ON_WAKE
             self._queue.append((fn, args))
+            self._nq += 1
             if needwake:
                 self._wake()
         else:
             self._queue.append((fn, args))
+            self._nq += 1
             self._wake()
 
     def call_coalesced(self, batch: list[Any] | None, fn: Callable[..., Any], *args: Any, n: int = 1) -> list[Any]:
         """``call(fn, *args)`` ``n`` times for more of many identical callbacks: while ``batch`` (what the
         previous call returned) is the newest entry of the queue it only counts; otherwise a new batch is
         queued.  At the grace period's end ``fn(count, *args)`` runs once.  Exactly what one entry per call
-        would do (the first call may start a grace period that the others then wait behind); non-lazy
-        flavours only (a lazy one counts callbacks against its limit).  Returns the newest batch."""
-        if self.lazy:
-            raise ValueError(f"{self.name}: coalesced callbacks need a non-lazy flavour")
+        would do (the first call may start a grace period that the others then wait behind); on a lazy
+        flavour each call decides the lazy timer and the wake as ``call`` does (``n_cbs`` counts calls, not
+        entries).  Returns the newest batch."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        if self.lazy:
+            for _ in range(n):          # each call decides the lazy timer and the wake as call() does
+                batch = self._call_coalesced_lazy(batch, fn, args)
+            return batch
         q = self._queue
         for step in ((1, n - 1) if n > 1 else (1,)):
             self.calls += step
@@ -120,8 +129,28 @@ class RcuFlavour:
             else:
                 batch = [step, fn, args]
                 q.append((self._run_batch, (batch,)))
+            self._nq += step
             self._wake()          # after the first call a GP is running or the kthread sleeps: a no-op
             q = self._queue
+        return batch
+
+    def _call_coalesced_lazy(self, batch: list[Any] | None, fn: Callable[..., Any], args: tuple[Any, ...]) -> list[Any]:
+        """One ``call()`` on a lazy flavour, merged into ``batch`` while that is the newest queue entry."""
+        self.calls += 1
+        needwake = self._nq + self._nb == self.model.lazy_lim
+        if not needwake and self._lazy_timer is None:
+            self._lazy_timer = self.m.engine.after(self.model.lazy_delay_ns, self._lazy_timeout)
+        if needwake:
+            self.urgent_gp = URGENT_GP_ON_WAKE
+        q = self._queue
+        if batch is not None and q and q[-1][1] and q[-1][1][0] is batch:
+            batch[0] += 1
+        else:
+            batch = [1, fn, args]
+            q.append((self._run_batch, (batch,)))
+        self._nq += 1
+        if needwake:
+            self._wake()
         return batch
 
     def _run_batch(self, batch: list[Any]) -> None:
@@ -139,7 +168,12 @@ class RcuFlavour:
         if not self._queue and not self._batch:
             fn(*args)
             return
-        (self._queue if self._queue else self._batch).append((fn, args))
+        if self._queue:
+            self._queue.append((fn, args))
+            self._nq += 1
+        else:
+            self._batch.append((fn, args))
+            self._nb += 1
 
     def get_state(self) -> int:
         """Cookie for ``poll_state``: the GP number that must complete."""
@@ -210,6 +244,7 @@ class RcuFlavour:
     def _start_gp(self) -> None:
         self._in_gp = True
         self._batch, self._queue = self._queue, []
+        self._nb, self._nq = self._nq, 0
         now = self.m.engine.now
         self._gp_start = now
         self._gp_first_reader = self._seq[0] + 1
@@ -236,6 +271,7 @@ class RcuFlavour:
         if ins.active:
             ins.emit("gp_end", self.name, self.gp_seq)
         batch, self._batch = self._batch, []
+        self._nb = 0
         self._in_gp = False
         for fn, args in batch:
             self.callbacks_invoked += 1
