@@ -73,3 +73,25 @@ def test_create_bench_storage_kmallocs_per_create(kind: str, release: str, low: 
     from bpfmem.backend.local_storage import run_create_model
     r = run_create_model(kind, 32, 2, release, rounds=50)
     assert r["creates"] == 2 * 32 * 50 and low <= r["storage_kmallocs_per_create"] <= high
+
+
+@pytest.mark.parametrize("kind,use_case,release", [
+    ("socket", "create_destroy", "v6.18"), ("inode", "delete_recreate", "v6.18"), ("task", "cross_cpu_exit", "v6.19"),
+    ("task", "delete_recreate", "v6.2"), ("cgroup", "create_destroy", "v7.0"),
+])
+def test_count_mode_gives_every_number_of_the_object_mode(kind: str, use_case: str, release: str) -> None:
+    """Counted owners (kmalloc'd storage, no limit) against owners made one by one: the same series, breakdown
+    and counters, sample for sample."""
+    cfg = LocalStorageConfig(kind, use_case, release=release, **QUICK)
+    a, b = run_local_storage(cfg, count_mode=True), run_local_storage(cfg, count_mode=False)
+    assert a["count_mode"] and not b["count_mode"]
+    for key in ("series", "breakdown_series", "creates", "deletes", "destroys", "kmallocs", "peak_bytes",
+                "after_idle_bytes", "after_close_bytes"):
+        assert a[key] == b[key], key
+
+
+def test_count_mode_is_refused_where_it_would_change_a_number() -> None:
+    r = run_local_storage(LocalStorageConfig("task", "create_destroy", **QUICK))          # bpf_mem_alloc caches
+    assert not r["count_mode"]
+    r = run_local_storage(LocalStorageConfig("socket", "create_destroy", release="v6.1", **QUICK))  # 6.1's chain
+    assert not r["count_mode"]

@@ -63,8 +63,10 @@ class LocalStorageConfig:
         profile_for_release(self.release)
 
 
-def run_local_storage(cfg: LocalStorageConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """One run: create the map, churn for ``duration_s``, idle ``idle_s``, close; samples every ``sample_ms``."""
+def run_local_storage(cfg: LocalStorageConfig, progress: Callable[[str], None] | None = None,
+                      count_mode: bool = True) -> dict[str, Any]:
+    """One run: create the map, churn for ``duration_s``, idle ``idle_s``, close; samples every ``sample_ms``.
+    ``count_mode``: where the map allows it (``counted_ok``), owners are numbers, not objects (same result)."""
     say = progress or (lambda _m: None)
     prof = load_profile(None)
     m = Machine(cfg.cpus, RandomScheduler(cfg.seed))
@@ -94,9 +96,26 @@ def run_local_storage(cfg: LocalStorageConfig, progress: Callable[[str], None] |
             counts["failed"] += 1
         return o
 
-    for c in range(n):                                # the live set, before the clock starts
-        for _ in range(cfg.owners):
-            live[c].append(new_owner(c))
+    counted = count_mode and smap.counted_ok()
+    if counted:                                       # identical owners as numbers: the same charges and frees
+        for c in range(n):
+            smap.counted_create(cfg.owners)
+            counts["creates"] += cfg.owners
+    else:
+        for c in range(n):                            # the live set, before the clock starts
+            for _ in range(cfg.owners):
+                live[c].append(new_owner(c))
+
+    def counted_ops(c: int, k: int) -> None:
+        if cfg.use_case == "delete_recreate":
+            smap.counted_end(k, reuse_now=False)
+            smap.counted_create(k)
+            counts["deletes"] += k
+        else:
+            smap.counted_create(k)
+            smap.counted_end(k, reuse_now=True)
+            counts["destroys"] += k
+        counts["creates"] += k
 
     def op(c: int) -> None:
         cpu = cpus[c]
@@ -152,6 +171,10 @@ def run_local_storage(cfg: LocalStorageConfig, progress: Callable[[str], None] |
                 credit[c] += per_step
                 k = int(credit[c])
                 credit[c] -= k
+                if counted:
+                    if k:
+                        counted_ops(c, k)
+                    continue
                 for _ in range(k):
                     op(c)
         now += STEP_NS
@@ -173,7 +196,7 @@ def run_local_storage(cfg: LocalStorageConfig, progress: Callable[[str], None] |
         "steady_bytes": round(sum(steady) / len(steady)), "after_idle_bytes": at_end,
         "after_close_bytes": after_close, **counts,
         "kmallocs": kmallocs, "kmallocs_per_create": round(kmallocs / counts["creates"], 3) if counts["creates"] else None,
-        "series": series, "breakdown_series": parts, "wall_s": round(wall, 3),
+        "series": series, "breakdown_series": parts, "wall_s": round(wall, 3), "count_mode": counted,
         "realtime_factor": round((cfg.duration_s + cfg.idle_s) / wall, 2) if wall else None,
     }
 

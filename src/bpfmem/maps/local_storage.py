@@ -39,8 +39,8 @@ from weakref import WeakKeyDictionary
 
 from ..alloc import V6_8, BpfMemAlloc, BpfMemCache, bpf_mem_alloc_destroy, bpf_mem_alloc_init, bpf_mem_cache_free
 from ..alloc.memalloc import bpf_mem_cache_alloc_flags, bpf_mem_cache_raw_free
-from ..mm import (GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZERO, MemCgroup, Mm,
-                  kmalloc_charge, kmalloc_size_class)
+from ..mm import (GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, PAGE_COUNTER_MAX, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZERO,
+                  MemCgroup, Mm, kmalloc_charge, kmalloc_size_class)
 from ..mm.gfp import __GFP_HIGH
 from ..rcu import Rcu, call_rcu_tasks_trace
 from ..sim import Cpu, Machine
@@ -211,6 +211,7 @@ class BpfLocalStorageMap:
         self.pending_rcu = 0                       # selems and storages waiting for a grace period
         self.pending = {"selem": 0, "storage": 0}
         self._tokens: dict[int, AnonKmalloc] = {}      # one counted-object token per size
+        self.counted_live = 0                           # counted owners (one element and storage each)
         self._rcu_q: tuple[deque[tuple[str, Any, bool]], deque[tuple[str, Any, bool]]] = (deque(), deque())
         self._rcu_batch: list[Any] = [None, None]
         self.freed = False
@@ -299,17 +300,83 @@ class BpfLocalStorageMap:
         self._rcu_batch[k] = flavour.call_coalesced(self._rcu_batch[k], self._run_rcu_q, k)
 
     def _run_rcu_q(self, n: int, k: int) -> None:
-        """The ``n`` oldest frees queued on flavour ``k`` (0: RCU, 1: tasks trace), after their grace period."""
+        """The ``n`` oldest frees queued on flavour ``k`` (0: RCU, 1: tasks trace), after their grace period;
+        a counted entry stands for element, storage, element, storage... frees in that order."""
         q = self._rcu_q[k]
         pending = self.pending
-        for _ in range(n):
+        while n:
+            head = q[0]
+            if head[0] is _COUNTED:
+                rem, storage_first = head[1], head[2]
+                take = min(n, rem)
+                selems = take // 2 if storage_first else (take + 1) // 2
+                storages = take - selems
+                e, st = self._counted_tokens()
+                self.mm.slab.kfree_anon(e.ksize, e.charge, e.memcg, selems)
+                self.mm.slab.kfree_anon(st.ksize, st.charge, st.memcg, storages)
+                self.pending_rcu -= take
+                pending["selem"] -= selems
+                pending["storage"] -= storages
+                n -= take
+                if take == rem:
+                    q.popleft()
+                else:
+                    head[1], head[2] = rem - take, storage_first ^ bool(take & 1)
+                continue
             what, obj, raw = q.popleft()
+            n -= 1
             self.pending_rcu -= 1
             pending[what] -= 1
             if raw:
                 _raw_free(obj)
             else:
                 self._kfree(obj)
+
+    # -- counted owners: many identical owners as numbers (the bench's count mode) ----------------------
+    def counted_ok(self) -> bool:
+        """Whether owners may be counted instead of made one by one, with every number unchanged: elements
+        and storages from kmalloc (no per-CPU cache state), no memcg limit or failure injection (the order of
+        the allocations cannot matter), the tasks-trace GP implying an RCU GP (6.2+), no identities."""
+        c = self.memcg
+        while c is not None:
+            if c.limit != PAGE_COUNTER_MAX:
+                return False
+            c = c.parent
+        return (self.alloc != "bpf_ma" and self.profile.trace_implies_rcu and not self.m.identity
+                and self.mm.slab.fail_after is None and self.profile.delete_waits == "tasks_trace"
+                and (self.kind != "socket" or self.elem_size + self.profile.storage_size < self.profile.optmem_max))
+
+    def _counted_tokens(self) -> tuple[AnonKmalloc, AnonKmalloc]:
+        e = self._tokens.get(self.elem_size)
+        if e is None:
+            e = self._tokens[self.elem_size] = AnonKmalloc(kmalloc_size_class(self.elem_size),
+                                                           kmalloc_charge(self.elem_size), self.memcg)
+        size = self.profile.storage_size
+        st = self._tokens.get(size)
+        if st is None:
+            st = self._tokens[size] = AnonKmalloc(kmalloc_size_class(size), kmalloc_charge(size), self.memcg)
+        return e, st
+
+    def counted_create(self, k: int) -> None:
+        """``k`` owners' first elements, each with its storage (``counted_ok`` maps only)."""
+        e, st = self._counted_tokens()
+        slab = self.mm.slab
+        if slab.kmalloc_anon(self.elem_size, _NOWARN_ACCOUNT_ZERO, self.memcg, k) != k or \
+                slab.kmalloc_anon(self.profile.storage_size, _NOWARN_ACCOUNT_ZERO, self.memcg, k) != k:
+            raise AssertionError("a counted create failed: counted_ok() promised no limit")
+        self.counted_live += k
+
+    def counted_end(self, k: int, reuse_now: bool) -> None:
+        """``k`` counted owners lose their only element: ended (``reuse_now``: an RCU GP) or deleted (a
+        tasks-trace GP); each takes its storage along."""
+        self.counted_live -= k
+        self.pending_rcu += 2 * k
+        self.pending["selem"] += k
+        self.pending["storage"] += k
+        idx = 0 if reuse_now else 1
+        flavour = self.rcu.rcu if reuse_now else self.rcu.tasks_trace
+        self._rcu_q[idx].append([_COUNTED, 2 * k, False])
+        self._rcu_batch[idx] = flavour.call_coalesced(self._rcu_batch[idx], self._run_rcu_q, idx, n=2 * k)
 
     def bpf_local_storage_alloc(self, cpu: Cpu, owner: Owner, first: Selem, gfp: int) -> int:
         """``bpf_local_storage_alloc()``: the owner's first element brings its ``struct bpf_local_storage``."""
@@ -432,6 +499,8 @@ class BpfLocalStorageMap:
             st = owner.storage
             if st is not None and self.id in st.selems:
                 self._unlink(cpu, st, st.selems[self.id], True, st.smap)
+        if self.counted_live:
+            self.counted_end(self.counted_live, reuse_now=True)
         self.freed = True
         _cache_idx_free(self.mm, self.kind, self.cache_idx)
         self.mm.slab.kfree(self.buckets)  # type: ignore[arg-type]
@@ -458,9 +527,9 @@ class BpfLocalStorageMap:
         unit_hdr = LLIST_NODE_SZ if self.alloc == "bpf_ma" else 0
         e_pay, s_pay = self.elem_size + unit_hdr, self.profile.storage_size + unit_hdr
         e_chg, s_chg = kmalloc_charge(e_pay), kmalloc_charge(s_pay)
-        n = len(self.elems)
+        n = len(self.elems) + self.counted_live
         if storages is None:
-            storages = sum(1 for o in self.elems.values() if o.storage is not None)
+            storages = sum(1 for o in self.elems.values() if o.storage is not None) + self.counted_live
         out = {"live selems": n * e_pay, "bpf_local_storage": storages * s_pay,
                "waiting for GP (selems)": self.pending["selem"] * e_pay,
                "waiting for GP (storages)": self.pending["storage"] * s_pay}
@@ -527,6 +596,9 @@ def _cache_idx_get(mm: Mm, kind: str) -> int:
 
 def _cache_idx_free(mm: Mm, kind: str, idx: int) -> None:
     _cache_counts(mm, kind)[idx] -= 1
+
+
+_COUNTED = object()          # marks a counted entry of the grace-period queues
 
 
 # per machine: each kind's ``struct bpf_local_storage_cache`` (``idx_usage_counts``)
