@@ -97,14 +97,47 @@ def run_local_storage(cfg: LocalStorageConfig, progress: Callable[[str], None] |
         return o
 
     counted = count_mode and smap.counted_ok()
+    counted_ma = count_mode and smap.counted_ok_ma()
+    handoff_n = [0] * n                               # count mode, cross_cpu_exit: owners waiting to end on c
+    live_n = [cfg.owners] * n
     if counted:                                       # identical owners as numbers: the same charges and frees
         for c in range(n):
             smap.counted_create(cfg.owners)
+            counts["creates"] += cfg.owners
+    elif counted_ma:
+        for c in range(n):
+            smap.counted_create_ma(cpus[c], cfg.owners)
             counts["creates"] += cfg.owners
     else:
         for c in range(n):                            # the live set, before the clock starts
             for _ in range(cfg.owners):
                 live[c].append(new_owner(c))
+
+    def counted_ma_ops(c: int, k: int) -> None:
+        cpu = cpus[c]
+        counts["creates"] += k
+        if cfg.use_case == "delete_recreate":
+            smap.counted_delete_ma(k, c)
+            smap.counted_create_ma(cpu, k)
+            counts["deletes"] += k
+        elif cfg.use_case == "create_destroy":
+            smap.counted_replace_ma(cpu, k, c)
+            counts["destroys"] += k
+        else:                                       # created here for the next CPU; ends those of the previous
+            nxt, prev = (c + 1) % n, (c - 1) % n
+            h = min(k, handoff_n[c])
+            if h:
+                smap.counted_replace_ma(cpu, h, prev)
+                handoff_n[c] -= h
+            rest = k - h
+            own = min(rest, live_n[c])
+            if own:
+                smap.counted_replace_ma(cpu, own, c)
+                live_n[c] -= own
+            if rest - own:
+                smap.counted_create_ma(cpu, rest - own)
+            handoff_n[nxt] += k
+            counts["destroys"] += h + own
 
     def counted_ops(c: int, k: int) -> None:
         if cfg.use_case == "delete_recreate":
@@ -171,9 +204,9 @@ def run_local_storage(cfg: LocalStorageConfig, progress: Callable[[str], None] |
                 credit[c] += per_step
                 k = int(credit[c])
                 credit[c] -= k
-                if counted:
+                if counted or counted_ma:
                     if k:
-                        counted_ops(c, k)
+                        (counted_ops if counted else counted_ma_ops)(c, k)
                     continue
                 for _ in range(k):
                     op(c)
@@ -196,7 +229,7 @@ def run_local_storage(cfg: LocalStorageConfig, progress: Callable[[str], None] |
         "steady_bytes": round(sum(steady) / len(steady)), "after_idle_bytes": at_end,
         "after_close_bytes": after_close, **counts,
         "kmallocs": kmallocs, "kmallocs_per_create": round(kmallocs / counts["creates"], 3) if counts["creates"] else None,
-        "series": series, "breakdown_series": parts, "wall_s": round(wall, 3), "count_mode": counted,
+        "series": series, "breakdown_series": parts, "wall_s": round(wall, 3), "count_mode": counted or counted_ma,
         "realtime_factor": round((cfg.duration_s + cfg.idle_s) / wall, 2) if wall else None,
     }
 

@@ -38,7 +38,8 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from ..alloc import V6_8, BpfMemAlloc, BpfMemCache, bpf_mem_alloc_destroy, bpf_mem_alloc_init, bpf_mem_cache_free
-from ..alloc.memalloc import bpf_mem_cache_alloc_flags, bpf_mem_cache_raw_free
+from ..alloc.memalloc import (_free_anon, bpf_mem_cache_alloc_flags, bpf_mem_cache_raw_free, quiet_allocs,
+                              quiet_replaces, unit_alloc_run, unit_replace_run)
 from ..mm import (GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, PAGE_COUNTER_MAX, __GFP_ACCOUNT, __GFP_NOWARN, __GFP_ZERO,
                   MemCgroup, Mm, kmalloc_charge, kmalloc_size_class)
 from ..mm.gfp import __GFP_HIGH
@@ -212,6 +213,7 @@ class BpfLocalStorageMap:
         self.pending = {"selem": 0, "storage": 0}
         self._tokens: dict[int, AnonKmalloc] = {}      # one counted-object token per size
         self.counted_live = 0                           # counted owners (one element and storage each)
+        self.counted_origin: dict[int, int] = {}        # bpf_mem_alloc: counted owners by the CPU they came from
         self._rcu_q: tuple[deque[tuple[str, Any, bool]], deque[tuple[str, Any, bool]]] = (deque(), deque())
         self._rcu_batch: list[Any] = [None, None]
         self.freed = False
@@ -311,9 +313,15 @@ class BpfLocalStorageMap:
                 take = min(n, rem)
                 selems = take // 2 if storage_first else (take + 1) // 2
                 storages = take - selems
-                e, st = self._counted_tokens()
-                self.mm.slab.kfree_anon(e.ksize, e.charge, e.memcg, selems)
-                self.mm.slab.kfree_anon(st.ksize, st.charge, st.memcg, storages)
+                e, st = head[3], head[4]
+                if isinstance(e, AnonKmalloc):
+                    self.mm.slab.kfree_anon(e.ksize, e.charge, e.memcg, selems)
+                    self.mm.slab.kfree_anon(st.ksize, st.charge, st.memcg, storages)
+                else:                           # bpf_mem_cache_raw_free of counted objects of those caches
+                    _free_anon(e, selems)
+                    e.ma.outstanding -= selems
+                    _free_anon(st, storages)
+                    st.ma.outstanding -= storages
                 self.pending_rcu -= take
                 pending["selem"] -= selems
                 pending["storage"] -= storages
@@ -373,10 +381,94 @@ class BpfLocalStorageMap:
         self.pending_rcu += 2 * k
         self.pending["selem"] += k
         self.pending["storage"] += k
-        idx = 0 if reuse_now else 1
-        flavour = self.rcu.rcu if reuse_now else self.rcu.tasks_trace
-        self._rcu_q[idx].append([_COUNTED, 2 * k, False])
+        e, st = self._counted_tokens()
+        self._counted_entry(reuse_now, k, e, st)
+
+    def _counted_entry(self, vanilla_rcu: bool, k: int, e: Any, st: Any) -> None:
+        """``k`` element + storage frees queued as one counted entry (2k callbacks, in call order)."""
+        idx = 0 if vanilla_rcu else 1
+        flavour = self.rcu.rcu if vanilla_rcu else self.rcu.tasks_trace
+        self._rcu_q[idx].append([_COUNTED, 2 * k, False, e, st])
         self._rcu_batch[idx] = flavour.call_coalesced(self._rcu_batch[idx], self._run_rcu_q, idx, n=2 * k)
+
+    # -- counted owners on bpf_mem_alloc (6.4-6.18 task and cgroup storage) -------------------------------
+    def counted_ok_ma(self) -> bool:
+        """``counted_ok`` for ``bpf_mem_alloc`` maps: runs of quiet cache operations (memalloc's ``*_run``)
+        move counts; the operation that reaches a watermark runs one by one, as the kernel does it."""
+        c = self.memcg
+        while c is not None:
+            if c.limit != PAGE_COUNTER_MAX:
+                return False
+            c = c.parent
+        return (self.alloc == "bpf_ma" and self.profile.trace_implies_rcu and not self.m.identity
+                and self.mm.slab.fail_after is None and self.profile.delete_waits == "tasks_trace")
+
+    def _caches(self, cpu_id: int) -> tuple[Any, Any]:
+        return self.selem_ma.cache[cpu_id], self.storage_ma.cache[cpu_id]  # type: ignore[union-attr,index]
+
+    def counted_create_ma(self, cpu: Cpu, k: int) -> None:
+        """``k`` owners created on ``cpu``: element then storage from this CPU's caches."""
+        sc, tc = self._caches(cpu.id)
+        sma, tma = self.selem_ma, self.storage_ma
+        done = 0
+        while done < k:
+            m = min(k - done, quiet_allocs(sc), quiet_allocs(tc))
+            if m:
+                unit_alloc_run(sc, m)
+                unit_alloc_run(tc, m)
+                sma.outstanding += m  # type: ignore[union-attr]
+                tma.outstanding += m  # type: ignore[union-attr]
+                done += m
+                continue
+            if bpf_mem_cache_alloc_flags(sma, cpu, GFP_ATOMIC) is None or \
+                    bpf_mem_cache_alloc_flags(tma, cpu, GFP_ATOMIC) is None:  # type: ignore[arg-type]
+                raise AssertionError("a counted create failed: counted_ok_ma() promised no limit")
+            done += 1
+        self.counted_live += k
+        self.counted_origin[cpu.id] = self.counted_origin.get(cpu.id, 0) + k
+
+    def counted_replace_ma(self, cpu: Cpu, k: int, origin: int) -> None:
+        """``k`` times: an owner created on ``cpu``, then one created on ``origin`` ended here (``reuse_now``:
+        element and storage back into this CPU's caches)."""
+        sc, tc = self._caches(cpu.id)
+        osc, otc = self._caches(origin)
+        sma, tma = self.selem_ma, self.storage_ma
+        done = 0
+        while done < k:
+            m = min(k - done, quiet_replaces(sc, False), quiet_replaces(tc, False))
+            if m:
+                unit_replace_run(sc, [osc] * m, False)
+                unit_replace_run(tc, [otc] * m, False)
+                done += m
+                continue
+            if bpf_mem_cache_alloc_flags(sma, cpu, GFP_ATOMIC) is None or \
+                    bpf_mem_cache_alloc_flags(tma, cpu, GFP_ATOMIC) is None:  # type: ignore[arg-type]
+                raise AssertionError("a counted create failed: counted_ok_ma() promised no limit")
+            bpf_mem_cache_free(sma, cpu, osc)  # type: ignore[arg-type]
+            bpf_mem_cache_free(tma, cpu, otc)  # type: ignore[arg-type]
+            done += 1
+        self.counted_origin[cpu.id] = self.counted_origin.get(cpu.id, 0) + k
+        self.counted_origin[origin] -= k
+
+    def counted_end_ma(self, cpu: Cpu, k: int, origin: int) -> None:
+        """``k`` owners created on ``origin`` ended on ``cpu`` without creating any (``reuse_now``)."""
+        osc, otc = self._caches(origin)
+        for _ in range(k):
+            bpf_mem_cache_free(self.selem_ma, cpu, osc)  # type: ignore[arg-type]
+            bpf_mem_cache_free(self.storage_ma, cpu, otc)  # type: ignore[arg-type]
+        self.counted_live -= k
+        self.counted_origin[origin] -= k
+
+    def counted_delete_ma(self, k: int, origin: int) -> None:
+        """``k`` owners created on ``origin`` lose their only element by a delete: element and storage wait
+        for a tasks-trace GP, then ``bpf_mem_cache_raw_free``."""
+        osc, otc = self._caches(origin)
+        self.counted_live -= k
+        self.counted_origin[origin] -= k
+        self.pending_rcu += 2 * k
+        self.pending["selem"] += k
+        self.pending["storage"] += k
+        self._counted_entry(False, k, osc, otc)
 
     def bpf_local_storage_alloc(self, cpu: Cpu, owner: Owner, first: Selem, gfp: int) -> int:
         """``bpf_local_storage_alloc()``: the owner's first element brings its ``struct bpf_local_storage``."""
@@ -499,7 +591,11 @@ class BpfLocalStorageMap:
             st = owner.storage
             if st is not None and self.id in st.selems:
                 self._unlink(cpu, st, st.selems[self.id], True, st.smap)
-        if self.counted_live:
+        if self.counted_live and self.alloc == "bpf_ma":
+            for origin, k in sorted(self.counted_origin.items()):
+                if k:
+                    self.counted_end_ma(cpu, k, origin)
+        elif self.counted_live:
             self.counted_end(self.counted_live, reuse_now=True)
         self.freed = True
         _cache_idx_free(self.mm, self.kind, self.cache_idx)
