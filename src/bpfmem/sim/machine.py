@@ -7,6 +7,7 @@ choices from it; nothing reads a global.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from .cpu import Cpu
 from .engine import Engine
@@ -40,10 +41,39 @@ class Machine:
         # with counted objects: batches of map operations run by runs of quiet keys (maps/batch.py);
         # False runs them key by key (the same numbers, slower)
         self.batching = True
+        self._cpuhp: list[tuple[Callable[[Cpu], None] | None, Callable[[Cpu], None] | None]] = []
 
     @property
     def now(self) -> int:
         return self.engine.now
+
+    # -- CPU hotplug (kernel/cpu.c): callbacks in registration order on the way up, reversed on the way down
+    def cpuhp_setup_state(self, startup: Callable[[Cpu], None] | None,
+                          teardown: Callable[[Cpu], None] | None) -> None:
+        """``cpuhp_setup_state()``: ``startup`` runs for a CPU coming online, ``teardown`` for one going down."""
+        self._cpuhp.append((startup, teardown))
+
+    def cpu_down(self, cpu_id: int) -> None:
+        """``remove_cpu()``: the teardown callbacks run, then the CPU is offline (nothing runs on it)."""
+        cpu = self.cpus[cpu_id]
+        if not cpu.online:
+            raise ValueError(f"cpu{cpu_id} is already offline")
+        if sum(c.online for c in self.cpus) == 1:
+            raise ValueError("the last online CPU cannot go down")
+        for _, teardown in reversed(self._cpuhp):
+            if teardown is not None:
+                teardown(cpu)
+        cpu.online = False
+
+    def cpu_up(self, cpu_id: int) -> None:
+        """``add_cpu()``: the CPU is online, then the startup callbacks run."""
+        cpu = self.cpus[cpu_id]
+        if cpu.online:
+            raise ValueError(f"cpu{cpu_id} is already online")
+        cpu.online = True
+        for startup, _ in self._cpuhp:
+            if startup is not None:
+                startup(cpu)
 
     def num_possible_cpus(self) -> int:
         return len(self.cpus)

@@ -1,0 +1,81 @@
+"""``bpfmem whatif``: the seed's open questions about bpf_global_ma, the kernel beside each proposal."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from ..report.units import fmt_bytes
+from .main import cli, fail
+from .params import Finite
+
+DEFAULT_POLICIES = {"quiet": ("v6.18", "v6.18+drain"), "hotplug": ("v6.18", "v6.18+hotplug")}
+
+
+@cli.command("whatif")
+@click.argument("question", default="all", metavar="[quiet|hotplug|all]")
+@click.option("--policy", "policies", multiple=True,
+              help="v6.18 with proposals, e.g. v6.18+drain+hotplug; repeat for several (default: the kernel and the "
+                   "question's proposal).")
+@click.option("--cpus", type=click.IntRange(2, 256), default=8, show_default=True, help="Possible CPUs (CPUs).")
+@click.option("--objects", type=click.IntRange(1, 1 << 22), default=4096, show_default=True,
+              help="Objects per bursting CPU (counts).")
+@click.option("--size", type=click.IntRange(1, 4088), default=64, show_default=True,
+              help="Bytes asked of bpf_obj_new per object.")
+@click.option("--quiet-for", "quiet_s", type=Finite(0, 3600, min_open=True), default=60.0, show_default=True,
+              help="Simulated seconds after the frees.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def whatif_cmd(question: str, policies: tuple[str, ...], cpus: int, objects: int, size: int, quiet_s: float,
+               as_json: bool) -> None:
+    """What bpf_global_ma does with freed objects on a quiet CPU (quiet) and on one going offline (hotplug),
+    under the kernel and under each proposal (+drain, +hotplug) — modelled."""
+    from ..whatif import QUESTIONS, WhatIfConfig, run_whatif
+    if question != "all" and question not in QUESTIONS:
+        fail("QUESTION", f"unknown question {question!r}; allowed: {', '.join(QUESTIONS)} or all")
+    qs = QUESTIONS if question == "all" else (question,)
+    results = []
+    for q in qs:
+        for pol in policies or DEFAULT_POLICIES[q]:
+            try:
+                cfg = WhatIfConfig(q, pol, cpus, objects, size, quiet_s)
+            except ValueError as e:
+                msg = str(e)
+                fail(msg.split()[0] if msg.startswith("--") else "--policy", msg)
+            results.append(run_whatif(cfg))
+    if as_json:
+        click.echo(json.dumps({"tool": "bpfmem", "version": __version__, "command": "whatif", "results": results},
+                              indent=1))
+        return
+    _print(results)
+
+
+def _print(results: list[dict[str, Any]]) -> None:
+    con = Console()
+    for q in dict.fromkeys(r["config"]["question"] for r in results):
+        rows = [r for r in results if r["config"]["question"] == q]
+        c0 = rows[0]["config"]
+        t = Table(title=f"{q}: {c0['objects']:,} objects of {c0['size']} B per bursting CPU, {c0['cpus']} CPUs, then "
+                        f"{c0['quiet_s']:g} s quiet (bpf_global_ma, slab bytes above boot; modelled)")
+        marks = [k for k in rows[0]["parked_at"] if k != "0.1s"]
+        cols = ["policy", "burst", *[f"at {k}" for k in marks], "back after"]
+        if q == "hotplug":
+            cols.append("stranded offline")
+        for c in cols:
+            t.add_column(c, justify="left" if c == "policy" else "right", no_wrap=c == "policy")
+        for r in rows:
+            back = "never" if r["returned_after_s"] is None else f"{r['returned_after_s']:g} s"
+            cells = [r["config"]["policy"], fmt_bytes(r["peak_bytes"]),
+                     *[fmt_bytes(max(r["parked_at"][k], 0)) for k in marks], back]
+            if q == "hotplug":
+                cells.append(fmt_bytes(r["stranded_on_offline_cpu_bytes"]))
+            t.add_row(*cells)
+        con.print(t)
+        for r in rows:
+            for name, p in r["proposals"].items():
+                cost = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in p.items() if k != "mechanism")
+                con.print(f"  +{name} ({p['mechanism']}): {cost}")

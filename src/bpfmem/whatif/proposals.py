@@ -1,0 +1,151 @@
+"""Answers the seed proposes for ``bpf_global_ma``, as strategies attached to an allocator.
+
+Problem (seed 000): the global allocator behind ``bpf_obj_new`` is never destroyed, so objects freed on
+a CPU that then goes quiet stay on its per-CPU lists — "will not be freed if there is no free
+operations on this CPU afterwards" — and a CPU that goes offline keeps its caches (the kernel has no
+hotplug handling: caches exist for every possible CPU).  Each proposal here is written the way a
+kernel patch would do it, with the mechanism it would use and the work it adds counted:
+
+- ``Drain`` (``+drain``): a deferrable timer per CPU every ``period``; a cache that saw no allocation
+  or free during the last period gives its free list to its slab-bound list and starts the
+  tasks-trace callback (``do_call_rcu_ttrace``); the callback's end re-arms it until nothing is left.
+- ``Hotplug`` (``+hotplug``): a ``cpuhp_setup_state`` pair: going down, every cache of the CPU detaches
+  its free lists and slab-bound list and frees them after one tasks-trace grace period (a callback of
+  its own: the cache allows one in flight); coming up, ``prefill_mem_cache``.
+
+Both reuse memalloc's own path to slab (a tasks-trace grace period, then ``free_all``), so an object a
+program may still read is never freed before the grace period the kernel already relies on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..alloc import BpfMemAlloc, BpfMemCache
+from ..alloc.memalloc import do_call_rcu_ttrace, free_all, prefill_mem_cache
+from ..rcu import call_rcu_tasks_trace
+from ..sim import Cpu
+
+NS_PER_MS = 1_000_000
+
+
+def _give_back(c: BpfMemCache) -> int:
+    """Move ``c``'s free lists onto its slab-bound list and start (or leave running) its tasks-trace callback;
+    returns how many objects were moved."""
+    n = len(c.free_llist) + len(c.free_llist_extra)
+    if n:
+        c.free_by_rcu_ttrace.extend(c.free_llist)
+        c.free_by_rcu_ttrace.extend(c.free_llist_extra)
+        c.free_llist = []
+        c.free_llist_extra = []
+        c.free_cnt = 0
+    if c.free_by_rcu_ttrace and not c.call_rcu_ttrace_in_progress:
+        do_call_rcu_ttrace(c)
+    return n
+
+
+def _state(c: BpfMemCache) -> tuple[int, ...]:
+    """What programs move (allocations, frees, refills), not what grace periods move."""
+    return (c.free_cnt, c.kmallocs, len(c.free_llist_extra))
+
+
+class Drain:
+    """``+drain``: a deferrable per-CPU timer that returns an idle cache's objects to slab."""
+
+    name = "drain"
+    mechanism = "a deferrable timer (timer_list, TIMER_DEFERRABLE) per CPU; the cache's irq_work drains"
+
+    def __init__(self, period_ms: float = 1000.0) -> None:
+        if not period_ms > 0:
+            raise ValueError(f"+drain period must be > 0 ms, got {period_ms}")
+        self.period_ns = int(period_ms * NS_PER_MS)
+        self.timers = 0            # timer expiries (the work this adds)
+        self.drains = 0            # caches drained
+        self.moved = 0             # objects sent towards slab by a drain
+
+    def attach(self, ma: BpfMemAlloc) -> None:
+        """The timer fires every quarter period; a cache whose state did not move for a whole period (four
+        expiries) is idle and drained, so it is back in slab within 1.25 periods plus a grace period."""
+        last: dict[int, tuple[int, ...]] = {id(c): _state(c) for c in ma.all_caches()}
+        quiet: dict[int, int] = {}
+        eng = ma.m.engine
+        step = max(self.period_ns // 4, 1)
+
+        def tick() -> None:
+            for c in ma.all_caches():
+                if not c.cpu.online:
+                    continue
+                self.timers += 1
+                st = _state(c)
+                k = id(c)
+                quiet[k] = quiet.get(k, 0) + 1 if last.get(k) == st else 0
+                if quiet[k] >= 4 and (c.free_llist or c.free_llist_extra or
+                                      (c.free_by_rcu_ttrace and not c.call_rcu_ttrace_in_progress)):
+                    self.drains += 1                  # idle for a period: drain (again while a batch is left)
+                    self.moved += _give_back(c)
+                last[k] = _state(c)
+            eng.after(step, tick)
+        eng.after(step, tick)
+
+    def cost(self) -> dict[str, Any]:
+        return {"timer_expiries": self.timers, "drains": self.drains, "objects_drained": self.moved}
+
+
+class Hotplug:
+    """``+hotplug``: give an offlined CPU's objects back; prefill a CPU coming online."""
+
+    name = "hotplug"
+    mechanism = "cpuhp_setup_state(CPUHP_AP_ONLINE_DYN, prefill, drain) per allocator"
+
+    def __init__(self) -> None:
+        self.moved = 0
+        self.prefilled = 0
+        self.callbacks = 0
+
+    def attach(self, ma: BpfMemAlloc) -> None:
+        def caches_of(cpu: Cpu) -> list[BpfMemCache]:
+            return [c for c in ma.all_caches() if c.cpu is cpu]
+
+        rcu = ma.rcu
+
+        def down(cpu: Cpu) -> None:
+            """Detach the CPU's free lists and slab-bound list and free them after one tasks-trace GP with a
+            callback of their own (the cache's one-in-flight callback takes its batch along by itself)."""
+            for c in caches_of(cpu):
+                objs = c.free_llist + c.free_llist_extra + c.free_by_rcu_ttrace
+                c.free_llist, c.free_llist_extra, c.free_by_rcu_ttrace = [], [], []
+                c.free_cnt = 0
+                if objs:
+                    self.moved += len(objs)
+                    self.callbacks += 1
+                    call_rcu_tasks_trace(rcu, free_all, c, objs)
+
+        def up(cpu: Cpu) -> None:
+            for c in caches_of(cpu):
+                before = c.free_cnt
+                prefill_mem_cache(c, cpu)
+                self.prefilled += c.free_cnt - before
+        ma.m.cpuhp_setup_state(up, down)
+
+    def cost(self) -> dict[str, Any]:
+        return {"objects_returned_at_offline": self.moved, "tasks_trace_callbacks": self.callbacks,
+                "objects_prefilled_at_online": self.prefilled}
+
+
+PROPOSALS = {"drain": Drain, "hotplug": Hotplug}
+
+
+def parse_policy(text: str) -> tuple[str, list[Any]]:
+    """``v6.18+drain+hotplug`` -> (base release, proposal objects); ``ValueError`` naming a bad part."""
+    base, *extra = text.split("+")
+    seen = set()
+    out = []
+    for name in extra:
+        if name not in PROPOSALS:
+            raise ValueError(f"unknown proposal +{name} in {text!r}; allowed: "
+                             + ", ".join(f"+{p}" for p in PROPOSALS))
+        if name in seen:
+            raise ValueError(f"+{name} given twice in {text!r}")
+        seen.add(name)
+        out.append(PROPOSALS[name]())
+    return base, out

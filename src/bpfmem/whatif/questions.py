@@ -1,0 +1,148 @@
+"""The seed's open questions about ``bpf_global_ma``, each as a workload run under the kernel and a proposal.
+
+- ``quiet`` (question 1): half the CPUs allocate a burst through ``bpf_obj_new`` (``bpf_mem_alloc`` of
+  the global size-class allocator), free it with ``bpf_obj_drop`` and go quiet for a minute.  The seed:
+  the objects "will not be freed if there is no free operations on this CPU afterwards".
+- ``hotplug`` (question 3): one CPU allocates and frees a burst, then goes offline; later it comes back.
+  The kernel has no hotplug handling: what is stranded, and for how long?
+
+``bpf_global_ma`` is initialised at boot (``late_initcall``, kernel/bpf/core.c) from the root cgroup:
+its objcg is NULL, so nothing is charged and no memcg limit applies — the bytes here are slab bytes.
+Every number is modelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..alloc import BpfMemAlloc, bpf_mem_alloc, bpf_mem_alloc_init, bpf_mem_free
+from ..alloc.policy import V6_8
+from ..backend.profile import load_profile
+from ..mm import Mm
+from ..rcu import Rcu
+from ..sim import Machine, RandomScheduler
+from .proposals import parse_policy
+
+MS = 1_000_000
+QUESTIONS = ("quiet", "hotplug")
+REPORT_AT_S = (0.1, 1.0, 10.0, 60.0)
+
+
+@dataclass(frozen=True)
+class WhatIfConfig:
+    question: str
+    policy: str = "v6.18"
+    cpus: int = 8
+    objects: int = 4096            # per bursting CPU
+    size: int = 64                 # bytes asked of bpf_obj_new (the size class adds the 8-byte header)
+    quiet_s: float = 60.0
+    sample_ms: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.question not in QUESTIONS:
+            raise ValueError(f"QUESTION must be one of {', '.join(QUESTIONS)} or all, got {self.question!r}")
+        if self.cpus < 2:
+            raise ValueError(f"--cpus must be >= 2, got {self.cpus}")
+        if not 1 <= self.size <= 4088:
+            raise ValueError(f"--size must be 1..4088 (bpf_mem_alloc_check_size), got {self.size}")
+        if self.objects < 1 or not self.quiet_s > 0:
+            raise ValueError("--objects must be >= 1 and --quiet > 0")
+        base, _ = parse_policy(self.policy)
+        if base != "v6.18":
+            raise ValueError(f"--policy: the global allocator is modelled for v6.18 (+proposals), got {base!r}")
+
+
+def _global_ma(m: Machine, mm: Mm, rcu: Rcu) -> BpfMemAlloc:
+    """``bpf_global_ma``: ``bpf_mem_alloc_init(&bpf_global_ma, 0, false)`` at boot, objcg NULL (root)."""
+    ma = BpfMemAlloc(m, mm, rcu, V6_8())
+    bpf_mem_alloc_init(ma, 0, False, None)
+    return ma
+
+
+def run_whatif(cfg: WhatIfConfig) -> dict[str, Any]:
+    """One question under one policy (``v6.18`` or ``v6.18+proposal...``)."""
+    _, proposals = parse_policy(cfg.policy)
+    prof = load_profile(None)
+    m = Machine(cfg.cpus, RandomScheduler(0))
+    m.identity = False
+    mm = Mm(m)
+    rcu = Rcu(m, prof.rcu, prof.tasks_trace)
+    ma = _global_ma(m, mm, rcu)
+    for p in proposals:
+        p.attach(ma)
+    eng = m.engine
+    base = mm.slab.live_bytes                  # the boot-time prefill of every class on every CPU
+    series: list[tuple[float, int]] = []
+    stranded: list[tuple[float, int]] = []
+    sample_ns = int(cfg.sample_ms * MS)
+    off_cpu = cfg.cpus - 1
+
+    def on_cpu_bytes(cpu_id: int) -> int:
+        from ..mm import kmalloc_charge
+        return sum((len(c.free_llist) + len(c.free_llist_extra) + len(c.free_by_rcu_ttrace)
+                    + len(c.waiting_for_gp_ttrace)) * kmalloc_charge(c.unit_size)
+                   for c in ma.all_caches() if c.cpu.id == cpu_id)
+
+    def sample() -> None:
+        t = eng.now / MS
+        series.append((t, mm.slab.live_bytes - base))
+        if cfg.question == "hotplug":
+            stranded.append((t, on_cpu_bytes(off_cpu)))
+        eng.after(sample_ns, sample)
+
+    burst = list(range(cfg.cpus // 2)) if cfg.question == "quiet" else [off_cpu]
+    held: dict[int, list[Any]] = {}
+    for c in burst:                            # bpf_obj_new x objects, stashed in a map
+        cpu = m.cpus[c]
+        held[c] = [bpf_mem_alloc(ma, cpu, cfg.size) for _ in range(cfg.objects)]
+        if any(o is None for o in held[c]):
+            raise RuntimeError("bpf_mem_alloc failed in the burst")
+    peak = mm.slab.live_bytes - base
+    eng.run(until=10 * MS)
+    for c in burst:                            # bpf_obj_drop of every one, on the same CPU
+        cpu = m.cpus[c]
+        for o in held[c]:
+            bpf_mem_free(ma, cpu, o)
+    sample()
+    events: list[str] = []
+    if cfg.question == "hotplug":
+        eng.run(until=100 * MS)
+        m.cpu_down(off_cpu)
+        events.append(f"cpu{off_cpu} offline at 100 ms")
+        up_at = int(cfg.quiet_s / 2 * 1e9)
+        eng.run(until=up_at)
+        before_up = on_cpu_bytes(off_cpu)
+        m.cpu_up(off_cpu)
+        events.append(f"cpu{off_cpu} online at {up_at / 1e9:g} s")
+    end = int(cfg.quiet_s * 1e9) + 10 * MS
+    eng.run(until=end)
+    at = {f"{s:g}s": _at(series, s * 1000) for s in REPORT_AT_S if s <= cfg.quiet_s}
+    out: dict[str, Any] = {
+        "config": asdict(cfg), "modelled": True, "charged_to": "nobody (bpf_global_ma's objcg is NULL: root)",
+        "peak_bytes": peak, "freed_bytes": peak, "parked_at": at, "after_quiet_bytes": series[-1][1],
+        "returned_after_s": _returned(series), "events": events,
+        "proposals": {p.name: {"mechanism": p.mechanism, **p.cost()} for p in proposals},
+        "series": series,
+    }
+    if cfg.question == "hotplug":
+        out["stranded_on_offline_cpu_bytes"] = before_up
+        out["stranded_series"] = stranded
+    return out
+
+
+def _at(series: list[tuple[float, int]], t_ms: float) -> int:
+    best = series[0][1]
+    for t, b in series:
+        if t > t_ms:
+            break
+        best = b
+    return best
+
+
+def _returned(series: list[tuple[float, int]]) -> float | None:
+    """Seconds after the frees when the burst's bytes were back at the boot level (None: never)."""
+    for t, b in series:
+        if b <= 0:
+            return round((t - series[0][0]) / 1000, 3)
+    return None

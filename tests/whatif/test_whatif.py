@@ -1,0 +1,66 @@
+"""bpfmem whatif: the seed's claims about bpf_global_ma reproduced, and what +drain and +hotplug do about them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bpfmem.cli import main
+from bpfmem.whatif import WhatIfConfig, parse_policy, run_whatif
+
+GP_S = 0.25 + 0.06          # lazy tasks-trace batching + a tasks-trace grace period (shipped profile, generous)
+
+
+def test_objects_freed_on_a_cpu_that_goes_quiet_stay_parked_for_a_minute() -> None:
+    """Seed 000: "will not be freed if there is no free operations on this CPU afterwards"."""
+    r = run_whatif(WhatIfConfig("quiet", "v6.18"))
+    assert r["returned_after_s"] is None
+    assert r["parked_at"]["60s"] >= 0.9 * r["peak_bytes"] > 0
+
+
+def test_drain_returns_them_within_its_period_and_a_grace_period() -> None:
+    r = run_whatif(WhatIfConfig("quiet", "v6.18+drain", sample_ms=10))
+    assert r["returned_after_s"] is not None and r["returned_after_s"] <= 1.25 + GP_S
+    assert r["parked_at"]["60s"] <= 0
+    cost = r["proposals"]["drain"]
+    assert cost["timer_expiries"] > 0 and cost["drains"] > 0          # its price is reported
+
+
+def test_an_offline_cpu_strands_its_objects_and_hotplug_returns_them_within_a_grace_period() -> None:
+    base = run_whatif(WhatIfConfig("hotplug", "v6.18", sample_ms=10))
+    assert base["stranded_on_offline_cpu_bytes"] > 0.5 * base["peak_bytes"] and base["returned_after_s"] is None
+    hp = run_whatif(WhatIfConfig("hotplug", "v6.18+hotplug", sample_ms=10))
+    offline_s = 0.1 - 0.01                                  # offline at 100 ms, frees at 10 ms
+    assert hp["returned_after_s"] is not None and hp["returned_after_s"] <= offline_s + GP_S
+    assert hp["stranded_on_offline_cpu_bytes"] == 0
+    assert hp["proposals"]["hotplug"]["objects_prefilled_at_online"] > 0
+
+
+def test_one_seed_one_result() -> None:
+    a = run_whatif(WhatIfConfig("quiet", "v6.18+drain+hotplug", quiet_s=3))
+    b = run_whatif(WhatIfConfig("quiet", "v6.18+drain+hotplug", quiet_s=3))
+    assert a["series"] == b["series"]
+
+
+@pytest.mark.parametrize("policy,msg", [("v6.18+share2", r"unknown proposal \+share2"),
+                                        ("v6.18+drain+drain", r"\+drain given twice")])
+def test_bad_proposals(policy: str, msg: str) -> None:
+    with pytest.raises(ValueError, match=msg):
+        parse_policy(policy)
+
+
+@pytest.mark.parametrize("args,option", [(["sometimes"], "QUESTION"), (["quiet", "--policy", "v6.18+nope"], "--policy"),
+                                         (["quiet", "--policy", "v6.1+drain"], "--policy"),
+                                         (["hotplug", "--cpus", "1"], "--cpus")])
+def test_bad_input_exits_2(args: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["whatif", *args]) == 2
+    err = capsys.readouterr().err
+    assert option in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["whatif", "quiet", "--quiet-for", "2", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [r["config"]["policy"] for r in d["results"]] == ["v6.18", "v6.18+drain"]
+    assert all(r["modelled"] for r in d["results"])
