@@ -64,3 +64,12 @@ def test_json(capsys: pytest.CaptureFixture[str]) -> None:
     d = json.loads(capsys.readouterr().out)
     assert [r["config"]["policy"] for r in d["results"]] == ["v6.18", "v6.18+drain"]
     assert all(r["modelled"] for r in d["results"])
+
+
+def test_share_lowers_the_cross_cpu_peak_and_its_cost_is_reported() -> None:
+    from bpfmem.whatif.questions import run_share
+    base, share = run_share(8, "v6.18", 0.5), run_share(8, "v6.18+share", 0.5)
+    assert share["peak_bytes"] < 0.8 * base["peak_bytes"]
+    assert share["cost"]["lock_acquisitions"] > 0 and share["cost"]["added_ns_per_op"] > 0
+    assert base["cost"] == {}
+    assert abs(share["per_prod_op_k"] - base["per_prod_op_k"]) / base["per_prod_op_k"] < 0.05

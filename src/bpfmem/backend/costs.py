@@ -37,6 +37,7 @@ class CostModel:
     llc_bytes: int = 32 << 20       # last-level cache: maps larger than this miss in it
     miss_ns: float = 0.0            # extra ns per map op when the whole map misses the last-level cache
     handoff_ns: int = 2_000         # barrier wake-up of the other thread of a pair
+    lock_ns: int = 60               # a proposal's spin lock taken from irq_work (cache line from another CPU)
     source: str = "estimate for a 2-CPU 6.18 VM from docs/measurements.md §2, §7 (not fitted)"
 
     def __post_init__(self) -> None:

@@ -200,6 +200,8 @@ class ModelBackend:
         h = m.htab
         slab = self.mm.slab
         k0, b0 = slab.kmalloc_calls, slab.kmalloc_bytes
+        sf = getattr(getattr(h.elems, "ma", None), "shared", None)
+        locks0 = getattr(sf, "locks", 0)
         c = self.costs
         cost = c.invocation_ns if pos == (0, 0) else 0
         copy_ns = c.value_copy_ns_per_kb * m.spec.value_size / 1024
@@ -240,6 +242,10 @@ class ModelBackend:
             if budget <= 0 and op_i < len(inv.ops):
                 nxt = (op_i, 0)
                 break
+        shared = getattr(h.elems, "ma", None)
+        shared = getattr(shared, "shared", None)
+        if shared is not None and hasattr(shared, "locks") and shared.locks != locks0:
+            cost += (shared.locks - locks0) * c.lock_ns        # +share: its lock, charged to this CPU's time
         return Tally(cost, CHUNK - budget, slab.kmalloc_calls - k0, slab.kmalloc_bytes - b0, ops, errors, nxt)
 
     def _epoch(self) -> int:

@@ -41,6 +41,8 @@ GP_KEYS = {"tasks_trace": ("lazy_ms", "gp_min_ms", "gp_max_ms", "lazy_lim", "gp_
 GP_OPTIONAL = ("urgent_qs_ms",)
 TOP_KEYS = ("source", "costs", "tasks_trace", "rcu")
 TOP_OPTIONAL = ("measured",)
+# costs added after profiles were written: a profile without them takes the built-in estimate
+COST_OPTIONAL = ("lock_ns",)
 
 
 def _check_keys(d: Any, what: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> list[str]:
@@ -72,10 +74,10 @@ def _gp(d: dict[str, Any], base: GpModel, what: str) -> GpModel:
 def profile_from_dict(d: dict[str, Any], name: str) -> Profile:
     """A profile from its JSON object; every missing or unknown key is named (``ProfileError``)."""
     problems = _check_keys(d, name, TOP_KEYS, TOP_OPTIONAL)
-    cost_keys = tuple(f.name for f in fields(CostModel))
+    cost_keys = tuple(f.name for f in fields(CostModel) if f.name not in COST_OPTIONAL)
     if isinstance(d, dict):
         if "costs" in d:
-            problems += _check_keys(d["costs"], "costs", cost_keys)
+            problems += _check_keys(d["costs"], "costs", cost_keys, COST_OPTIONAL)
         for k, keys in GP_KEYS.items():
             if k in d:
                 problems += _check_keys(d[k], k, keys, GP_OPTIONAL)

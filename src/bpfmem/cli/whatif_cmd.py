@@ -14,11 +14,13 @@ from ..report.units import fmt_bytes
 from .main import cli, fail
 from .params import Finite
 
-DEFAULT_POLICIES = {"quiet": ("v6.18", "v6.18+drain"), "hotplug": ("v6.18", "v6.18+hotplug")}
+DEFAULT_POLICIES = {"quiet": ("v6.18", "v6.18+drain"), "hotplug": ("v6.18", "v6.18+hotplug"),
+                    "share": ("v6.18", "v6.18+share")}
+SHARE_CPUS = (8, 64)
 
 
 @cli.command("whatif")
-@click.argument("question", default="all", metavar="[quiet|hotplug|all]")
+@click.argument("question", default="all", metavar="[quiet|hotplug|share|all]")
 @click.option("--policy", "policies", multiple=True,
               help="v6.18 with proposals, e.g. v6.18+drain+hotplug; repeat for several (default: the kernel and the "
                    "question's proposal).")
@@ -35,11 +37,20 @@ def whatif_cmd(question: str, policies: tuple[str, ...], cpus: int, objects: int
     """What bpf_global_ma does with freed objects on a quiet CPU (quiet) and on one going offline (hotplug),
     under the kernel and under each proposal (+drain, +hotplug) — modelled."""
     from ..whatif import QUESTIONS, WhatIfConfig, run_whatif
+    from ..whatif.questions import run_share
     if question != "all" and question not in QUESTIONS:
         fail("QUESTION", f"unknown question {question!r}; allowed: {', '.join(QUESTIONS)} or all")
     qs = QUESTIONS if question == "all" else (question,)
     results = []
     for q in qs:
+        if q == "share":
+            for n in SHARE_CPUS:
+                for pol in policies or DEFAULT_POLICIES[q]:
+                    try:
+                        results.append(run_share(n, pol))
+                    except ValueError as e:
+                        fail("--policy", str(e))
+            continue
         for pol in policies or DEFAULT_POLICIES[q]:
             try:
                 cfg = WhatIfConfig(q, pol, cpus, objects, size, quiet_s)
@@ -54,10 +65,26 @@ def whatif_cmd(question: str, policies: tuple[str, ...], cpus: int, objects: int
     _print(results)
 
 
+def _print_share(con: Console, rows: list[dict[str, Any]]) -> None:
+    t = Table(title="share: htab-mem add_del_on_diff_cpu, 1 s + 0.5 s idle (the map's memcg charge; modelled)")
+    for c in ("policy", "CPUs", "peak", "steady", "per-prod-op", "locks/1k ops", "added/op"):
+        t.add_column(c, justify="left" if c == "policy" else "right", no_wrap=c == "policy")
+    for r in rows:
+        cost = r["cost"]
+        t.add_row(r["config"]["policy"], str(r["config"]["cpus"]), fmt_bytes(r["peak_bytes"]),
+                  fmt_bytes(r["steady_bytes"]), f"{r['per_prod_op_k']:.2f}k/s",
+                  "-" if not cost else f"{cost['locks_per_1k_ops']:g}",
+                  "-" if not cost else f"{cost['added_ns_per_op']:g} ns")
+    con.print(t)
+
+
 def _print(results: list[dict[str, Any]]) -> None:
     con = Console()
     for q in dict.fromkeys(r["config"]["question"] for r in results):
         rows = [r for r in results if r["config"]["question"] == q]
+        if q == "share":
+            _print_share(con, rows)
+            continue
         c0 = rows[0]["config"]
         t = Table(title=f"{q}: {c0['objects']:,} objects of {c0['size']} B per bursting CPU, {c0['cpus']} CPUs, then "
                         f"{c0['quiet_s']:g} s quiet (bpf_global_ma, slab bytes above boot; modelled)")

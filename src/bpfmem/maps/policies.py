@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..alloc import V6_1, V6_2, V6_6, V6_7, V6_8, MemAllocProfile
+from ..alloc.share import Share
 from ..alloc.proposals import FreeAfterGp, NoReuse, ReuseAfterGp, ReuseAfterGpGlobal, ReuseAfterGpPcpu
 
 
@@ -101,6 +102,8 @@ POLICIES: dict[str, HtabPolicy] = {p.name: p for p in (
     HtabPolicy("reuse_after_gp_global", "ma", ReuseAfterGpGlobal, False, "proposal (RFC v4, 2023-06)",
                "reuse after an RCU GP by any CPU from one spin-locked list per allocator", tasks_trace_lazy=False,
                lru_scaled_target=False),
+    HtabPolicy("v6.18+share", "ma", Share, False, "proposal (seed 000, question 4)",
+               "the 6.18 allocator sharing freed objects among CPUs through one list per allocator"),
     HtabPolicy("reuse_after_gp_pcpu", "ma", ReuseAfterGpPcpu, False, "proposal (RFC v5, 2023-06)",
                "reuse after an RCU GP by the same CPU; RCU callbacks unbounded; one watermark (32)",
                tasks_trace_lazy=False, lru_scaled_target=False),

@@ -25,7 +25,7 @@ from ..sim import Machine, RandomScheduler
 from .proposals import parse_policy
 
 MS = 1_000_000
-QUESTIONS = ("quiet", "hotplug")
+QUESTIONS = ("quiet", "hotplug", "share")
 REPORT_AT_S = (0.1, 1.0, 10.0, 60.0)
 
 
@@ -58,6 +58,39 @@ def _global_ma(m: Machine, mm: Mm, rcu: Rcu) -> BpfMemAlloc:
     ma = BpfMemAlloc(m, mm, rcu, V6_8())
     bpf_mem_alloc_init(ma, 0, False, None)
     return ma
+
+
+def run_share(cpus: int, policy: str, duration_s: float = 1.0) -> dict[str, Any]:
+    """Question 4: htab-mem's add_del_on_diff_cpu (adds on one CPU of a pair, deletes on the other) on the
+    6.18 allocator, with or without ``+share``; the lock's cost is charged to the CPU that takes it."""
+    from ..backend.model import ModelBackend
+    from ..bench import run_htab_mem
+    from ..workloads import HtabMemConfig, htab_mem
+    if policy not in ("v6.18", "v6.18+share"):
+        raise ValueError(f"--policy for share must be v6.18 or v6.18+share, got {policy!r}")
+    if cpus % 2:
+        raise ValueError(f"--cpus must be even for add_del_on_diff_cpu, got {cpus}")
+    prof = load_profile(None)
+    be = ModelBackend(cpus, policy, costs=prof.costs, rcu_model=prof.rcu, tasks_trace_model=prof.tasks_trace,
+                      breakdown=False)
+    made: list[Any] = []
+    create = be.map_create
+
+    def map_create(spec: Any) -> Any:
+        made.append(create(spec))
+        return made[-1]
+    be.map_create = map_create  # type: ignore[method-assign]
+    r = run_htab_mem(be, htab_mem(HtabMemConfig("add_del_on_diff_cpu", cpus)), policy,
+                     duration_ns=int(duration_s * 1e9), idle_ns=int(0.5e9))
+    cost: dict[str, Any] = {}
+    sf = getattr(getattr(made[0].htab.elems, "ma", None), "shared", None) if made else None
+    if sf is not None and hasattr(sf, "locks"):
+        cost = {"lock_acquisitions": sf.locks, "objects_shared": sf.shared, "objects_taken": sf.taken,
+                "locks_per_1k_ops": round(1000 * sf.locks / r.ops, 2) if r.ops else None,
+                "added_ns_per_op": round(sf.locks * prof.costs.lock_ns / r.ops, 2) if r.ops else None}
+    return {"config": {"question": "share", "policy": policy, "cpus": cpus, "duration_s": duration_s},
+            "modelled": True, "peak_bytes": r.peak_bytes, "steady_bytes": r.steady_bytes,
+            "per_prod_op_k": round(r.per_prod_op, 3), "ops": r.ops, "cost": cost}
 
 
 def run_whatif(cfg: WhatIfConfig) -> dict[str, Any]:
