@@ -67,8 +67,10 @@ def model_measure(kind: str, value: int, n: int, release_ms: float = 0.0) -> dic
             "elem_free_ms": first_drop, "release_fraction": release_freed / (n * first_slope)}
 
 
-@pytest.mark.parametrize("kind,value", [("task", 8), ("task", 64), ("task", 512), ("task", 2000),
-                                        ("socket", 56), ("socket", 512)])
+@pytest.mark.parametrize("kind,value", [("task", 64), ("socket", 56), pytest.param("task", 8, marks=pytest.mark.slow),
+                                        pytest.param("task", 512, marks=pytest.mark.slow),
+                                        pytest.param("task", 2000, marks=pytest.mark.slow),
+                                        pytest.param("socket", 512, marks=pytest.mark.slow)])
 def test_charges_delete_delay_and_owner_end_agree(kind: str, value: int) -> None:
     require_kernel_backend()
     from bpfmem.kernel.local_storage import measure

@@ -146,7 +146,12 @@ def test_bad_arguments_name_the_parameter_and_the_allowed_values() -> None:
 # -- charges -------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=[8, 56, 64, 512, 2000])
+# value sizes beyond the first two run with the slow tests (each run measures 2048 owners for seconds)
+SLOW = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=[8, 64, pytest.param(56, marks=SLOW), pytest.param(512, marks=SLOW),
+                                        pytest.param(2000, marks=SLOW)])
 def task_run(request: pytest.FixtureRequest) -> dict[str, Any]:
     """One ``measure("task", value, N)`` per value size, shared by the task tests (~3 s each)."""
     require_kernel_backend()
@@ -154,7 +159,8 @@ def task_run(request: pytest.FixtureRequest) -> dict[str, Any]:
     return measure("task", request.param, N)
 
 
-@pytest.fixture(scope="module", params=[8, 56, 512, 2000])
+@pytest.fixture(scope="module", params=[56, pytest.param(8, marks=SLOW), pytest.param(512, marks=SLOW),
+                                        pytest.param(2000, marks=SLOW)])
 def socket_run(request: pytest.FixtureRequest) -> dict[str, Any]:
     require_kernel_backend()
     from bpfmem.kernel.local_storage import measure
