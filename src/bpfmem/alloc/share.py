@@ -73,12 +73,17 @@ class Share(V6_8):
     def unit_free(self, c: BpfMemCache, obj: Any) -> None:
         """``unit_free()`` as the kernel's (this proposal changes the irq_work, not the fast path)."""
         cpu = c.cpu
+        hook = cpu.point_hook
         if self.uses_hint:
             c.tgt = obj.hdr
         cpu.irq_off += 1
+        if hook is not None:
+            hook(cpu, "unit_free:irqs_off")
         cnt = 0
         c.active += 1
         if c.active == 1:
+            if hook is not None:
+                hook(cpu, "unit_free:active")
             c.free_llist.append(obj)
             c.free_cnt += 1
             cnt = c.free_cnt

@@ -26,7 +26,8 @@ KINDS = ("task", "cgroup", "socket", "inode")
                    "(delete path); cross_cpu_exit: owners end on another CPU.")
 @click.option("--kernel", "release", default="v6.18", show_default=True,
               help="Kernel release whose local storage runs (v6.1 .. v6.19, v7.0).")
-@click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True, help="Producers, one per CPU (CPUs).")
+@click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Producers, one per CPU (CPUs).")
 @click.option("--value-size", type=click.IntRange(1, 65407), default=64, show_default=True, help="Value size in bytes.")
 @click.option("--owners", type=click.IntRange(1, 1 << 20), default=256, show_default=True,
               help="Live owners per producer (elements).")

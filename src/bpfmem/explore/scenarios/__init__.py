@@ -9,6 +9,7 @@ Policies (how the data structure frees its memory):
 | ``call_rcu_free`` | ``call_rcu``, then ``bpf_mem_cache_free`` in the callback | bpf_cpumask 6.4-6.5 (77473d1a962f) |
 | ``bug_free_rcu_no_gp`` | ``bpf_mem_cache_free_rcu`` that forgets the GP | a planted allocator bug |
 | ``free_v6.6`` | ``bpf_mem_cache_free`` on the allocator that restores IRQs before ``irq_work_raise()`` | 6.1-6.6 |
+| ``v6.18+share`` | ``bpf_mem_cache_free`` on ``+share`` (whatif): trimmed surpluses go to one list all CPUs refill from | proposal |
 | ``ttrace_raw_free`` | local storage delete: tasks-trace GP, then ``bpf_mem_cache_raw_free`` (no reuse) | 6.4-6.18 |
 | ``no_reuse``, ``reuse_after_gp``, ``free_after_gp``, ``reuse_after_gp_global``, ``reuse_after_gp_pcpu`` | ``bpf_mem_cache_free`` on that proposal's allocator (``alloc/proposals.py``) | RFC v1-v5, never merged |
 
@@ -31,7 +32,8 @@ from ...alloc import V6_6, V6_7, BpfMemAlloc, MemAllocProfile, bpf_mem_alloc_ini
 from ...alloc.proposals import PROPOSALS
 from ..runtime import Run
 
-POLICIES = ("free", "free_rcu", "call_rcu_free", "bug_free_rcu_no_gp", "free_v6.6", "ttrace_raw_free", *PROPOSALS)
+POLICIES = ("free", "free_rcu", "call_rcu_free", "bug_free_rcu_no_gp", "free_v6.6", "ttrace_raw_free", "v6.18+share",
+            *PROPOSALS)
 POLICY_HELP = {
     "free": "bpf_mem_cache_free: reusable at once (htab; bpf_cpumask 6.3)",
     "free_rcu": "bpf_mem_cache_free_rcu: reusable after an RCU grace period (bpf_cpumask 6.6+)",
@@ -40,6 +42,7 @@ POLICY_HELP = {
     "bug_free_rcu_no_gp": "planted allocator bug: bpf_mem_cache_free_rcu that reuses at once",
     "free_v6.6": "bpf_mem_cache_free on the 6.1-6.6 allocator: irq_work raised after IRQs are restored",
     "ttrace_raw_free": "local storage delete (6.4-6.18): a tasks-trace GP, then bpf_mem_cache_raw_free to slab",
+    "v6.18+share": "bpf_mem_cache_free on the +share proposal: trimmed objects shared between CPUs, reusable at once",
     "no_reuse": "RFC v1: bpf_mem_cache_free never reuses; slab after a tasks-trace GP",
     "reuse_after_gp": "RFC v2/v3: reusable after an RCU GP (a kworker per cache)",
     "free_after_gp": "RFC v3: bpf_mem_cache_free never reuses; slab after an RCU GP",
@@ -67,6 +70,12 @@ class ExploreWatermarks:
 def profile_for(policy: str, planted: frozenset[str] = frozenset()) -> MemAllocProfile:
     """The allocator a scenario runs on under ``policy``: small caches; a proposal's own allocator, its
     per-CPU batches flushed from 4 objects (RFC v1/v3 wait for 256 or a second)."""
+    if policy == "v6.18+share":
+        from ...alloc.share import Share
+        p = Share(watermarks=ExploreWatermarks())
+        if planted:
+            p.planted = planted
+        return p
     if policy in PROPOSALS:
         prop = PROPOSALS[policy](watermarks=ExploreWatermarks())
         if hasattr(prop, "threshold"):

@@ -7,9 +7,9 @@ through an RCU grace period after it became unreachable.
 
 - ``local_storage_delete``: a sleepable program (an RCU Tasks Trace reader, no RCU read section) holds
   a task's element across a sleep while user space deletes it and creates elements for other tasks.
-  The kernel's tasks-trace GP protects it (policy ``ttrace_raw_free``).  ``free_after_gp`` is the seed's ``BPF_MA_FREE_AFTER_GP``
-  applied to local storage (slab after a normal RCU GP): it "may break existing sleep-able programs"
-  — a use after free.  ``free`` frees on delete as destroy does (``bpf_mem_cache_free``, reusable at
+  The kernel's tasks-trace GP protects it (policy ``ttrace_raw_free``).  ``free_after_gp`` is the
+  seed's ``BPF_MA_FREE_AFTER_GP`` applied to local storage (slab after a normal RCU GP): it "may
+  break existing sleep-able programs" — a use after free.  ``free`` frees on delete as destroy does (``bpf_mem_cache_free``, reusable at
   once): the program reads another task's element.
 - ``local_storage_destroy``: a normal program (RCU reader) finds a task through an RCU-protected pointer
   and reads its element while the task exits (unhashed, then destroyed one RCU GP later) and other

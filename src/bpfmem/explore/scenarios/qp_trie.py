@@ -154,7 +154,8 @@ def setup(run: Run, policy: str, versions: bool, *, wmb: bool = True, rmb: bool 
 SCENARIOS = [
     Scenario("qp_trie", "the seed's qp-trie: lookup vs copy-on-write delete + insert, nodes on bpf_mem_alloc", 2,
              lambda r, p, x: setup(r, p, False, publish_first=x), {},
-             {"free": E({"reused_read", "freed_read", "wrong_result"}), "free_rcu": E(), "call_rcu_free": E(),
+             {"free": E({"reused_read", "freed_read", "wrong_result"}),
+              "v6.18+share": E({"reused_read", "freed_read", "wrong_result"}), "free_rcu": E(), "call_rcu_free": E(),
               "bug_free_rcu_no_gp": E({"reuse_before_gp"})},
              planted="a copied branch is published before it is filled", planted_policy="free_rcu",
              planted_expect=E({"wrong_result"})),
