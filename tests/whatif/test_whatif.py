@@ -73,3 +73,14 @@ def test_share_lowers_the_cross_cpu_peak_and_its_cost_is_reported() -> None:
     assert share["cost"]["lock_acquisitions"] > 0 and share["cost"]["added_ns_per_op"] > 0
     assert base["cost"] == {}
     assert abs(share["per_prod_op_k"] - base["per_prod_op_k"]) / base["per_prod_op_k"] < 0.05
+
+
+def test_under_pressure_a_shrinker_that_must_wait_for_a_grace_period_makes_it_worse() -> None:
+    """The allocator's refills are GFP_NOWAIT: no direct reclaim; a background shrinker can only send objects
+    through the grace period, which takes reusable objects away: more allocations fail, and it says so."""
+    from bpfmem.whatif.questions import run_pressure
+    base = run_pressure("v6.18", duration_s=0.5)
+    sh = run_pressure("v6.18+shrinker", duration_s=0.5)
+    assert base["failures"] > 0 and base["peak_bytes"] <= base["config"]["budget_bytes"]
+    assert sh["proposals"]["shrinker"]["scans"] > 0
+    assert sh["failures"] > base["failures"]

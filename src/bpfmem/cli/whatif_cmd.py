@@ -15,12 +15,12 @@ from .main import cli, fail
 from .params import Finite
 
 DEFAULT_POLICIES = {"quiet": ("v6.18", "v6.18+drain"), "hotplug": ("v6.18", "v6.18+hotplug"),
-                    "share": ("v6.18", "v6.18+share")}
+                    "share": ("v6.18", "v6.18+share"), "pressure": ("v6.18", "v6.18+shrinker", "v6.18+drain")}
 SHARE_CPUS = (8, 64)
 
 
 @cli.command("whatif")
-@click.argument("question", default="all", metavar="[quiet|hotplug|share|all]")
+@click.argument("question", default="all", metavar="[quiet|hotplug|share|pressure|all]")
 @click.option("--policy", "policies", multiple=True,
               help="v6.18 with proposals, e.g. v6.18+drain+hotplug; repeat for several (default: the kernel and the "
                    "question's proposal).")
@@ -37,12 +37,19 @@ def whatif_cmd(question: str, policies: tuple[str, ...], cpus: int, objects: int
     """What bpf_global_ma does with freed objects on a quiet CPU (quiet) and on one going offline (hotplug),
     under the kernel and under each proposal (+drain, +hotplug) — modelled."""
     from ..whatif import QUESTIONS, WhatIfConfig, run_whatif
-    from ..whatif.questions import run_share
+    from ..whatif.questions import run_pressure, run_share
     if question != "all" and question not in QUESTIONS:
         fail("QUESTION", f"unknown question {question!r}; allowed: {', '.join(QUESTIONS)} or all")
     qs = QUESTIONS if question == "all" else (question,)
     results = []
     for q in qs:
+        if q == "pressure":
+            for pol in policies or DEFAULT_POLICIES[q]:
+                try:
+                    results.append(run_pressure(pol, cpus=cpus, size=size))
+                except ValueError as e:
+                    fail("--policy", str(e))
+            continue
         if q == "share":
             for n in SHARE_CPUS:
                 for pol in policies or DEFAULT_POLICIES[q]:
@@ -78,12 +85,31 @@ def _print_share(con: Console, rows: list[dict[str, Any]]) -> None:
     con.print(t)
 
 
+def _print_pressure(con: Console, rows: list[dict[str, Any]]) -> None:
+    c0 = rows[0]["config"]
+    t = Table(title=f"pressure: CPU pairs, {c0['batch']:,} objects every 5 ms freed on the partner, slab budget "
+                    f"{fmt_bytes(c0['budget_bytes'])}, {c0['duration_s']:g} s (modelled)")
+    for c in ("policy", "peak", "allocations", "failed", "failure rate"):
+        t.add_column(c, justify="left" if c == "policy" else "right", no_wrap=c == "policy")
+    for r in rows:
+        t.add_row(r["config"]["policy"], fmt_bytes(r["peak_bytes"]), f"{r['allocations']:,}", f"{r['failures']:,}",
+                  f"{100 * r['failure_rate']:.1f} %")
+    con.print(t)
+    for r in rows:
+        for name, p in r["proposals"].items():
+            cost = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in p.items() if k != "mechanism")
+            con.print(f"  +{name} ({p['mechanism']}): {cost}")
+
+
 def _print(results: list[dict[str, Any]]) -> None:
     con = Console()
     for q in dict.fromkeys(r["config"]["question"] for r in results):
         rows = [r for r in results if r["config"]["question"] == q]
         if q == "share":
             _print_share(con, rows)
+            continue
+        if q == "pressure":
+            _print_pressure(con, rows)
             continue
         c0 = rows[0]["config"]
         t = Table(title=f"{q}: {c0['objects']:,} objects of {c0['size']} B per bursting CPU, {c0['cpus']} CPUs, then "

@@ -132,7 +132,46 @@ class Hotplug:
                 "objects_prefilled_at_online": self.prefilled}
 
 
-PROPOSALS = {"drain": Drain, "hotplug": Hotplug}
+class Shrinker:
+    """``+shrinker``: under memory pressure, reclaim asks the allocator to give back what it holds.
+
+    Mechanism: ``register_shrinker`` with ``count_objects`` (objects on the per-CPU free lists and
+    slab-bound lists) and ``scan_objects`` (every cache gives its free lists to the slab-bound path and
+    starts its tasks-trace callback, as ``+drain`` does).  A freed object may still be read by a program
+    until a grace period passes, so a shrinker cannot free it at once: what it scans comes back after
+    the grace period, and the allocation that triggered reclaim still fails."""
+
+    name = "shrinker"
+    mechanism = "register_shrinker(count_objects, scan_objects) on the allocator; scans route through the GP"
+
+    def __init__(self) -> None:
+        self.scans = 0
+        self.scanned = 0
+        self.ma: BpfMemAlloc | None = None
+
+    def attach(self, ma: BpfMemAlloc) -> None:
+        self.ma = ma
+
+    def count_objects(self) -> int:
+        assert self.ma is not None
+        return sum(len(c.free_llist) + len(c.free_llist_extra) + len(c.free_by_rcu_ttrace)
+                   for c in self.ma.all_caches())
+
+    def scan_objects(self) -> int:
+        """Called by reclaim (here: when an allocation hits the budget)."""
+        assert self.ma is not None
+        self.scans += 1
+        n = 0
+        for c in self.ma.all_caches():
+            n += _give_back(c)
+        self.scanned += n
+        return n
+
+    def cost(self) -> dict[str, Any]:
+        return {"scans": self.scans, "objects_scanned": self.scanned}
+
+
+PROPOSALS = {"drain": Drain, "hotplug": Hotplug, "shrinker": Shrinker}
 
 
 def parse_policy(text: str) -> tuple[str, list[Any]]:

@@ -25,8 +25,9 @@ from ..sim import Machine, RandomScheduler
 from .proposals import parse_policy
 
 MS = 1_000_000
-QUESTIONS = ("quiet", "hotplug", "share")
+QUESTIONS = ("quiet", "hotplug", "share", "pressure")
 REPORT_AT_S = (0.1, 1.0, 10.0, 60.0)
+KSWAPD_AT = 0.9             # background reclaim runs above this fraction of the budget
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,82 @@ def _global_ma(m: Machine, mm: Mm, rcu: Rcu) -> BpfMemAlloc:
     ma = BpfMemAlloc(m, mm, rcu, V6_8())
     bpf_mem_alloc_init(ma, 0, False, None)
     return ma
+
+
+def run_pressure(policy: str, cpus: int = 8, budget_mib: float = 0.75, batch: int = 2000, size: int = 64,
+                 duration_s: float = 2.0) -> dict[str, Any]:
+    """Question 2: the global allocator under a memory budget it cannot be charged for.  CPUs work in pairs:
+    every 5 ms one pair's first CPU takes ``batch`` objects and the previous pair's second CPU frees the
+    previous batch (frees on a CPU that never allocates: trimmed, parked for a tasks-trace grace period).  Slab allows ``budget_mib`` for these objects (re-read every millisecond);
+    an allocation past it fails, and reclaim calls the registered shrinkers first."""
+    from ..alloc.memalloc import BpfMemAlloc as _Ma  # noqa: F401  (typing only)
+    from ..mm import kmalloc_size_class
+    base, proposals = parse_policy(policy)
+    if base != "v6.18":
+        raise ValueError(f"--policy: the global allocator is modelled for v6.18 (+proposals), got {base!r}")
+    prof = load_profile(None)
+    m = Machine(cpus, RandomScheduler(0))
+    m.identity = False
+    mm = Mm(m)
+    rcu = Rcu(m, prof.rcu, prof.tasks_trace)
+    ma = _global_ma(m, mm, rcu)
+    for p in proposals:
+        p.attach(ma)
+    shrinkers = [p for p in proposals if p.name == "shrinker"]
+    slab = mm.slab
+    ksize = kmalloc_size_class(size + 8)
+    budget = int(budget_mib * (1 << 20))
+    eng = m.engine
+    failures = 0
+    attempts = 0
+    kswapd_passes = 0
+    peak = 0
+    held: list[Any] = []
+    held_cpu = 0
+    round_ns = 5 * MS
+
+    def allow() -> None:
+        slab.fail_after = max((budget - slab.live_bytes) // ksize, 0)
+
+    t = 0
+    r = 0
+    end = int(duration_s * 1e9)
+    pairs = cpus // 2
+    while t < end:
+        c = 2 * (r % pairs)                             # this pair's adder; its partner frees
+        cpu = m.cpus[c]
+        if held:                                        # the previous batch is freed by its adder's partner
+            free_cpu = m.cpus[held_cpu + 1]
+            for o in held:
+                bpf_mem_free(ma, free_cpu, o)
+        held = []
+        for _ in range(batch):
+            allow()
+            attempts += 1
+            o = bpf_mem_alloc(ma, cpu, size)
+            if o is None:
+                failures += 1
+            else:
+                held.append(o)
+        held_cpu = c
+        peak = max(peak, slab.live_bytes)
+        for step in range(5):                           # time passes; the budget follows the frees
+            eng.run(until=t + (step + 1) * MS)
+            if shrinkers and slab.live_bytes > KSWAPD_AT * budget:
+                kswapd_passes += 1                      # background reclaim (GFP_NOWAIT refills never reclaim)
+                for sh in shrinkers:
+                    sh.scan_objects()
+            allow()
+            peak = max(peak, slab.live_bytes)
+        t += round_ns
+        r += 1
+    slab.fail_after = None
+    return {"config": {"question": "pressure", "policy": policy, "cpus": cpus, "budget_bytes": budget,
+                       "batch": batch, "size": size, "duration_s": duration_s},
+            "modelled": True, "charged_to": "nobody (root): the budget stands for memory pressure, not a memcg",
+            "peak_bytes": peak, "allocations": attempts, "failures": failures,
+            "failure_rate": round(failures / attempts, 4) if attempts else None, "kswapd_passes": kswapd_passes,
+            "proposals": {p.name: {"mechanism": p.mechanism, **p.cost()} for p in proposals}}
 
 
 def run_share(cpus: int, policy: str, duration_s: float = 1.0) -> dict[str, Any]:
