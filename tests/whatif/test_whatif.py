@@ -84,3 +84,11 @@ def test_under_pressure_a_shrinker_that_must_wait_for_a_grace_period_makes_it_wo
     assert base["failures"] > 0 and base["peak_bytes"] <= base["config"]["budget_bytes"]
     assert sh["proposals"]["shrinker"]["scans"] > 0
     assert sh["failures"] > base["failures"]
+
+
+def test_memcg_owner_makes_the_owner_pay_and_its_limit_apply() -> None:
+    from bpfmem.whatif.questions import run_pressure
+    r = run_pressure("v6.18+memcg_owner", duration_s=0.5)
+    cost = r["proposals"]["memcg_owner"]
+    assert cost["owner_usage_bytes"] <= r["config"]["budget_bytes"] and cost["owner_failcnt"] > 0
+    assert r["failures"] > 0 and "owner" in r["charged_to"]

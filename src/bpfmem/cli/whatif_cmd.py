@@ -15,7 +15,7 @@ from .main import cli, fail
 from .params import Finite
 
 DEFAULT_POLICIES = {"quiet": ("v6.18", "v6.18+drain"), "hotplug": ("v6.18", "v6.18+hotplug"),
-                    "share": ("v6.18", "v6.18+share"), "pressure": ("v6.18", "v6.18+shrinker", "v6.18+drain")}
+                    "share": ("v6.18", "v6.18+share"), "pressure": ("v6.18", "v6.18+shrinker", "v6.18+memcg_owner")}
 SHARE_CPUS = (8, 64)
 
 

@@ -171,7 +171,35 @@ class Shrinker:
         return {"scans": self.scans, "objects_scanned": self.scanned}
 
 
-PROPOSALS = {"drain": Drain, "hotplug": Hotplug, "shrinker": Shrinker}
+class MemcgOwner:
+    """``+memcg_owner``: charge the global allocator's objects to the cgroup of the program's owner.
+
+    Mechanism: an allocator per owner cgroup (``bpf_mem_alloc_init`` with the owner's objcg, made on the
+    first ``bpf_obj_new`` of a program loaded from that cgroup), as maps already have one per map: its
+    refills charge the owner (``set_active_memcg(get_memcg(c))``), so the owner's memory.max applies.
+    Here one owner; ``limit`` is its memory.max."""
+
+    name = "memcg_owner"
+    mechanism = "one bpf_mem_alloc per owner cgroup (the program's objcg): refills charge the owner"
+
+    def __init__(self) -> None:
+        self.cg: Any = None
+
+    def attach(self, ma: BpfMemAlloc, limit: int | None = None) -> None:
+        from ..mm import PAGE_COUNTER_MAX
+        root = ma.mm.root_memcg
+        self.cg = root.child("prog_owner", limit if limit is not None else PAGE_COUNTER_MAX)
+        ma.objcg = self.cg
+        for c in ma.all_caches():
+            c.objcg = self.cg
+
+    def cost(self) -> dict[str, Any]:
+        if self.cg is None:
+            return {}
+        return {"owner_usage_bytes": self.cg.usage, "owner_failcnt": self.cg.failcnt}
+
+
+PROPOSALS = {"drain": Drain, "hotplug": Hotplug, "shrinker": Shrinker, "memcg_owner": MemcgOwner}
 
 
 def parse_policy(text: str) -> tuple[str, list[Any]]:

@@ -78,12 +78,16 @@ def run_pressure(policy: str, cpus: int = 8, budget_mib: float = 0.75, batch: in
     mm = Mm(m)
     rcu = Rcu(m, prof.rcu, prof.tasks_trace)
     ma = _global_ma(m, mm, rcu)
+    budget = int(budget_mib * (1 << 20))
+    owner = next((p for p in proposals if p.name == "memcg_owner"), None)
     for p in proposals:
-        p.attach(ma)
+        if p is owner:
+            owner.attach(ma, limit=budget)              # the owner's memory.max: the budget becomes a memcg limit
+        else:
+            p.attach(ma)
     shrinkers = [p for p in proposals if p.name == "shrinker"]
     slab = mm.slab
     ksize = kmalloc_size_class(size + 8)
-    budget = int(budget_mib * (1 << 20))
     eng = m.engine
     failures = 0
     attempts = 0
@@ -94,7 +98,8 @@ def run_pressure(policy: str, cpus: int = 8, budget_mib: float = 0.75, batch: in
     round_ns = 5 * MS
 
     def allow() -> None:
-        slab.fail_after = max((budget - slab.live_bytes) // ksize, 0)
+        if owner is None:                               # with an owner, its memcg limit does the limiting
+            slab.fail_after = max((budget - slab.live_bytes) // ksize, 0)
 
     t = 0
     r = 0
@@ -131,7 +136,9 @@ def run_pressure(policy: str, cpus: int = 8, budget_mib: float = 0.75, batch: in
     slab.fail_after = None
     return {"config": {"question": "pressure", "policy": policy, "cpus": cpus, "budget_bytes": budget,
                        "batch": batch, "size": size, "duration_s": duration_s},
-            "modelled": True, "charged_to": "nobody (root): the budget stands for memory pressure, not a memcg",
+            "modelled": True,
+            "charged_to": ("the program owner's cgroup (memory.max = the budget)" if owner is not None else
+                           "nobody (root): the budget stands for memory pressure, not a memcg"),
             "peak_bytes": peak, "allocations": attempts, "failures": failures,
             "failure_rate": round(failures / attempts, 4) if attempts else None, "kswapd_passes": kswapd_passes,
             "proposals": {p.name: {"mechanism": p.mechanism, **p.cost()} for p in proposals}}
