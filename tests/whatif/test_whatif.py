@@ -92,3 +92,14 @@ def test_memcg_owner_makes_the_owner_pay_and_its_limit_apply() -> None:
     cost = r["proposals"]["memcg_owner"]
     assert cost["owner_usage_bytes"] <= r["config"]["budget_bytes"] and cost["owner_failcnt"] > 0
     assert r["failures"] > 0 and "owner" in r["charged_to"]
+
+
+def test_bench_obj_keeps_a_few_spares_per_producer(capsys: pytest.CaptureFixture[str]) -> None:
+    """64 objects of 128 B per round: memory grows with the producers (spares per CPU), not with the rounds."""
+    from bpfmem.whatif.obj import run_obj
+    one, eight = run_obj(1, rounds=200), run_obj(8, rounds=200)
+    longer = run_obj(1, rounds=800)
+    assert 0 < one["memory_bytes"] < eight["memory_bytes"] <= 8 * one["memory_bytes"] + 4096
+    assert longer["memory_bytes"] == one["memory_bytes"]
+    assert main(["bench", "obj", "--backend", "kernel"]) == 2
+    assert "program's own BTF" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..report.units import fmt_bytes
-from .main import cli, fail
+from .main import bench, cli, fail
 from .params import Finite
 
 DEFAULT_POLICIES = {"quiet": ("v6.18", "v6.18+drain"), "hotplug": ("v6.18", "v6.18+hotplug"),
@@ -132,3 +132,38 @@ def _print(results: list[dict[str, Any]]) -> None:
             for name, p in r["proposals"].items():
                 cost = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in p.items() if k != "mechanism")
                 con.print(f"  +{name} ({p['mechanism']}): {cost}")
+
+
+@bench.command("obj")
+@click.option("--producers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Producers, one per CPU (processes).")
+@click.option("--objects", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Objects per round per producer (counts).")
+@click.option("--size", type=click.IntRange(1, 4088), default=128, show_default=True,
+              help="Bytes asked of bpf_obj_new per object.")
+@click.option("--rounds", type=click.IntRange(1, 10**6), default=2000, show_default=True,
+              help="Rounds of allocate-all then free-all per producer (counts).")
+@click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True, help="Possible CPUs (CPUs).")
+@click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
+              help="kernel: not available yet (bpf_obj_new needs a program BTF with a local struct type).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def bench_obj(producers: int, objects: int, size: int, rounds: int, cpus: int, backend: str, as_json: bool) -> None:
+    """Hou Tao's bench bpf_ma on the model: bpf_obj_new/bpf_obj_drop of objects per CPU through bpf_global_ma;
+    the slab memory it keeps (modelled) beside the published number."""
+    from ..whatif.obj import run_obj
+    if backend == "kernel":
+        fail("--backend", "bench obj runs on the model only: bpf_obj_new() takes a struct type from the program's "
+                          "own BTF, which bpfmem's hand-assembled programs do not build yet")
+    try:
+        r = run_obj(producers, objects, size, rounds, cpus)
+    except ValueError as e:
+        msg = str(e)
+        fail(msg.split()[0] if msg.startswith("--") else "--producers", msg)
+    if as_json:
+        click.echo(json.dumps({"tool": "bpfmem", "version": __version__, "command": "bench obj", "result": r},
+                              indent=1))
+        return
+    pub = r["published_mib"]
+    click.echo(f"bpf_obj_new/drop, {producers} producer(s), {objects} x {size} B per round: memory "
+               f"{r['memory_bytes'] / 2**20:.3f} MiB (modelled), {r['kmallocs_per_round']} kmallocs per round"
+               + (f"; published {pub:.2f} MiB" if pub is not None else "") + "; speed not modelled")

@@ -1,0 +1,53 @@
+"""``bench obj``: Hou Tao's (unmerged) ``bench bpf_ma`` on the model: bpf_obj_new/bpf_obj_drop per CPU.
+
+Each producer, on its own CPU, allocates ``objects`` objects of ``size`` bytes with ``bpf_obj_new()``
+(``bpf_mem_alloc`` of ``bpf_global_ma``), stashes them, then frees them all with ``bpf_obj_drop()``, round
+after round; memory is what slab holds above the setup (the published ``slab`` field of the root
+cgroup's memory.stat: the global allocator is charged to nobody).  Speed is not modelled (a program's
+``bpf_obj_new`` is not in the cost profile); the percpu variant (``bpf_global_percpu_ma``) is not modelled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..alloc import bpf_mem_alloc, bpf_mem_free
+from ..backend.profile import load_profile
+from ..mm import Mm
+from ..rcu import Rcu
+from ..sim import Machine, RandomScheduler
+from .questions import MS, _global_ma
+
+# published (lore 20231221141501.3588586-3-houtao@huaweicloud.com, 8-CPU VM): memory MiB by producers
+PUBLISHED_MIB = {1: 0.01, 4: 0.03, 8: 0.06}
+
+
+def run_obj(producers: int, objects: int = 64, size: int = 128, rounds: int = 2000, cpus: int = 8) -> dict[str, Any]:
+    if not 1 <= producers <= cpus:
+        raise ValueError(f"--producers must be 1..{cpus} (the machine's CPUs), got {producers}")
+    if not 1 <= size <= 4088 or objects < 1 or rounds < 1:
+        raise ValueError("--size must be 1..4088, --objects and --rounds >= 1")
+    prof = load_profile(None)
+    m = Machine(cpus, RandomScheduler(0))
+    m.identity = False
+    mm = Mm(m)
+    rcu = Rcu(m, prof.rcu, prof.tasks_trace)
+    ma = _global_ma(m, mm, rcu)
+    base = mm.slab.live_bytes
+    peak = 0
+    k0 = mm.slab.kmalloc_calls
+    for r in range(rounds):
+        for p in range(producers):
+            cpu = m.cpus[p]
+            objs = [bpf_mem_alloc(ma, cpu, size) for _ in range(objects)]
+            if any(o is None for o in objs):
+                raise RuntimeError("bpf_obj_new failed")
+            peak = max(peak, mm.slab.live_bytes - base)
+            for o in objs:
+                bpf_mem_free(ma, cpu, o)
+        m.engine.run(until=(r + 1) * MS // 10)        # a round every 100 us per producer
+    end = mm.slab.live_bytes - base
+    return {"producers": producers, "objects": objects, "size": size, "rounds": rounds, "cpus": cpus,
+            "modelled": True, "memory_bytes": end, "peak_bytes": peak,
+            "kmallocs_per_round": round((mm.slab.kmalloc_calls - k0) / rounds / producers, 3),
+            "published_mib": PUBLISHED_MIB.get(producers), "speed": "not modelled"}
