@@ -6,9 +6,10 @@ operations on this CPU afterwards" — and a CPU that goes offline keeps its cac
 hotplug handling: caches exist for every possible CPU).  Each proposal here is written the way a
 kernel patch would do it, with the mechanism it would use and the work it adds counted:
 
-- ``Drain`` (``+drain``): a deferrable timer per CPU every ``period``; a cache that saw no allocation
-  or free during the last period gives its free list to its slab-bound list and starts the
-  tasks-trace callback (``do_call_rcu_ttrace``); the callback's end re-arms it until nothing is left.
+- ``Drain`` (``+drain``): a deferrable timer per CPU every quarter ``period``; a cache that saw no
+  allocation, free or refill for a whole period gives its free list to its slab-bound list and starts
+  the tasks-trace callback (``do_call_rcu_ttrace``), again while a batch is left; the timer stops when
+  every cache is empty (deviation: it is not re-armed by later activity).
 - ``Hotplug`` (``+hotplug``): a ``cpuhp_setup_state`` pair: going down, every cache of the CPU detaches
   its free lists and slab-bound list and frees them after one tasks-trace grace period (a callback of
   its own: the cache allows one in flight); coming up, ``prefill_mem_cache``.
@@ -84,7 +85,10 @@ class Drain:
                     self.drains += 1                  # idle for a period: drain (again while a batch is left)
                     self.moved += _give_back(c)
                 last[k] = _state(c)
-            eng.after(step, tick)
+            # a deferrable timer does not keep an idle system busy: re-armed while any cache holds something
+            if any(c.free_llist or c.free_llist_extra or c.free_by_rcu_ttrace or c.waiting_for_gp_ttrace
+                   for c in ma.all_caches()):
+                eng.after(step, tick)
         eng.after(step, tick)
 
     def cost(self) -> dict[str, Any]:

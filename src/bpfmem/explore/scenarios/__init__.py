@@ -10,6 +10,7 @@ Policies (how the data structure frees its memory):
 | ``bug_free_rcu_no_gp`` | ``bpf_mem_cache_free_rcu`` that forgets the GP | a planted allocator bug |
 | ``free_v6.6`` | ``bpf_mem_cache_free`` on the allocator that restores IRQs before ``irq_work_raise()`` | 6.1-6.6 |
 | ``v6.18+share`` | ``bpf_mem_cache_free`` on ``+share`` (whatif): trimmed surpluses go to one list all CPUs refill from | proposal |
+| ``free+drain`` | ``bpf_mem_cache_free``, and ``+drain`` (whatif) sending idle caches' lists to slab through the GP | proposal |
 | ``ttrace_raw_free`` | local storage delete: tasks-trace GP, then ``bpf_mem_cache_raw_free`` (no reuse) | 6.4-6.18 |
 | ``no_reuse``, ``reuse_after_gp``, ``free_after_gp``, ``reuse_after_gp_global``, ``reuse_after_gp_pcpu`` | ``bpf_mem_cache_free`` on that proposal's allocator (``alloc/proposals.py``) | RFC v1-v5, never merged |
 
@@ -33,7 +34,7 @@ from ...alloc.proposals import PROPOSALS
 from ..runtime import Run
 
 POLICIES = ("free", "free_rcu", "call_rcu_free", "bug_free_rcu_no_gp", "free_v6.6", "ttrace_raw_free", "v6.18+share",
-            *PROPOSALS)
+            "free+drain", *PROPOSALS)
 POLICY_HELP = {
     "free": "bpf_mem_cache_free: reusable at once (htab; bpf_cpumask 6.3)",
     "free_rcu": "bpf_mem_cache_free_rcu: reusable after an RCU grace period (bpf_cpumask 6.6+)",
@@ -43,6 +44,7 @@ POLICY_HELP = {
     "free_v6.6": "bpf_mem_cache_free on the 6.1-6.6 allocator: irq_work raised after IRQs are restored",
     "ttrace_raw_free": "local storage delete (6.4-6.18): a tasks-trace GP, then bpf_mem_cache_raw_free to slab",
     "v6.18+share": "bpf_mem_cache_free on the +share proposal: trimmed objects shared between CPUs, reusable at once",
+    "free+drain": "bpf_mem_cache_free with whatif's +drain (idle caches to slab through the GP; 2 ms period here)",
     "no_reuse": "RFC v1: bpf_mem_cache_free never reuses; slab after a tasks-trace GP",
     "reuse_after_gp": "RFC v2/v3: reusable after an RCU GP (a kworker per cache)",
     "free_after_gp": "RFC v3: bpf_mem_cache_free never reuses; slab after an RCU GP",
@@ -94,7 +96,18 @@ def profile_for(policy: str, planted: frozenset[str] = frozenset()) -> MemAllocP
 def new_ma(run: Run, policy: str, size: int = 56, planted: frozenset[str] = frozenset()) -> BpfMemAlloc:
     ma = BpfMemAlloc(run.m, run.mm, run.rcu, profile_for(policy, planted))
     bpf_mem_alloc_init(ma, size, False, run.memcg)
+    attach_whatif(ma, policy)
     return ma
+
+
+DRAIN_PERIOD_MS = 2.0       # explorer: a drain period short enough to fire inside a schedule
+
+
+def attach_whatif(ma: BpfMemAlloc, policy: str) -> None:
+    """``free+drain``: the allocator of today's kernel with bpfmem whatif's ``+drain`` attached."""
+    if policy == "free+drain":
+        from ...whatif.proposals import Drain
+        Drain(DRAIN_PERIOD_MS).attach(ma)
 
 
 def check_conservation(run: Run) -> None:

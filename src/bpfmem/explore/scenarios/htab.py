@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..runtime import Env, Run, Thread
-from . import FREES_WITH_FREE_RCU, Scenario, profile_for
+from . import FREES_WITH_FREE_RCU, Scenario, attach_whatif, profile_for
 
 E = frozenset
 
@@ -21,6 +21,7 @@ E = frozenset
 def setup(run: Run, policy: str, planted: bool) -> None:
     env = run.env
     h = env.new_htab("h", free_rcu=policy in FREES_WITH_FREE_RCU, profile=profile_for(policy))
+    attach_whatif(h.elems.ma, policy)  # type: ignore[attr-defined]
     boot = Thread("boot", 1, lambda e, t: None)
     env.bpf_map_update_elem(boot, h, 1, 100)
 
@@ -47,7 +48,8 @@ def setup(run: Run, policy: str, planted: bool) -> None:
 SCENARIOS = [Scenario(
     "htab_reuse", "htab lookup holds an element while another CPU deletes it and adds another key", 2, setup,
     {"reused_read": True, "freed_read": True},
-    {"free": E({"reused_read", "freed_read"}), "v6.18+share": E({"reused_read", "freed_read"}), "free_rcu": E(),
+    {"free": E({"reused_read", "freed_read"}), "v6.18+share": E({"reused_read", "freed_read"}),
+     "free+drain": E({"reused_read", "freed_read"}), "free_rcu": E(),
      "bug_free_rcu_no_gp": E({"reuse_before_gp"})},
     planted="the update stores the value after linking the element (publication before initialisation)",
     planted_policy="free_rcu", planted_expect=E({"wrong_result"}))]
