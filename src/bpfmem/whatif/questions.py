@@ -67,7 +67,6 @@ def run_pressure(policy: str, cpus: int = 8, budget_mib: float = 0.75, batch: in
     every 5 ms one pair's first CPU takes ``batch`` objects and the previous pair's second CPU frees the
     previous batch (frees on a CPU that never allocates: trimmed, parked for a tasks-trace grace period).  Slab allows ``budget_mib`` for these objects (re-read every millisecond);
     an allocation past it fails, and reclaim calls the registered shrinkers first."""
-    from ..alloc.memalloc import BpfMemAlloc as _Ma  # noqa: F401  (typing only)
     from ..mm import kmalloc_size_class
     base, proposals = parse_policy(policy)
     if base != "v6.18":
