@@ -30,16 +30,26 @@ from ..sim import Cpu
 NS_PER_MS = 1_000_000
 
 
-def _give_back(c: BpfMemCache) -> int:
-    """Move ``c``'s free lists onto its slab-bound list and start (or leave running) its tasks-trace callback;
-    returns how many objects were moved."""
-    n = len(c.free_llist) + len(c.free_llist_extra)
+def _prefill_count(c: BpfMemCache) -> int:
+    """What ``prefill_mem_cache`` leaves on a cache: 4 objects for units <= 256 B, else 1."""
+    return 4 if c.unit_size <= 256 and not c.percpu_size else 1
+
+
+def _give_back(c: BpfMemCache, keep: int | None = None) -> int:
+    """Move ``c``'s free lists onto its slab-bound list, down to ``keep`` objects (default: the boot
+    prefill — an empty list would make the next ``bpf_mem_alloc`` on this CPU return NULL, the refill being
+    an irq_work after it), and start (or leave running) its tasks-trace callback; the count moved."""
+    if keep is None:
+        keep = _prefill_count(c)
+    fl = c.free_llist
+    m = max(len(fl) - keep, 0)
+    n = m + len(c.free_llist_extra)
     if n:
-        c.free_by_rcu_ttrace.extend(c.free_llist)
+        c.free_by_rcu_ttrace.extend(fl[len(fl) - m:])
+        del fl[len(fl) - m:]
         c.free_by_rcu_ttrace.extend(c.free_llist_extra)
-        c.free_llist = []
         c.free_llist_extra = []
-        c.free_cnt = 0
+        c.free_cnt -= m
     if c.free_by_rcu_ttrace and not c.call_rcu_ttrace_in_progress:
         do_call_rcu_ttrace(c)
     return n
@@ -56,10 +66,12 @@ class Drain:
     name = "drain"
     mechanism = "a deferrable timer (timer_list, TIMER_DEFERRABLE) per CPU; the cache's irq_work drains"
 
-    def __init__(self, period_ms: float = 1000.0) -> None:
+    def __init__(self, period_ms: float = 1000.0, keep: int | None = None, idle_stop: int = 8) -> None:
         if not period_ms > 0:
             raise ValueError(f"+drain period must be > 0 ms, got {period_ms}")
         self.period_ns = int(period_ms * NS_PER_MS)
+        self.keep = keep                # objects left per cache (None: the boot prefill)
+        self.idle_stop = idle_stop      # expiries with nothing to do before the timer stops
         self.timers = 0            # timer expiries (the work this adds)
         self.drains = 0            # caches drained
         self.moved = 0             # objects sent towards slab by a drain
@@ -80,15 +92,21 @@ class Drain:
                 st = _state(c)
                 k = id(c)
                 quiet[k] = quiet.get(k, 0) + 1 if last.get(k) == st else 0
-                if quiet[k] >= 4 and (c.free_llist or c.free_llist_extra or
+                keep = _prefill_count(c) if self.keep is None else self.keep
+                if quiet[k] >= 4 and (len(c.free_llist) > keep or c.free_llist_extra or
                                       (c.free_by_rcu_ttrace and not c.call_rcu_ttrace_in_progress)):
                     self.drains += 1                  # idle for a period: drain (again while a batch is left)
-                    self.moved += _give_back(c)
+                    self.moved += _give_back(c, keep)
                 last[k] = _state(c)
-            # a deferrable timer does not keep an idle system busy: re-armed while any cache holds something
-            if any(c.free_llist or c.free_llist_extra or c.free_by_rcu_ttrace or c.waiting_for_gp_ttrace
-                   for c in ma.all_caches()):
+            # a deferrable timer does not keep an idle system busy: it stops after ``idle_stop`` expiries
+            # with nothing left anywhere (deviation: later activity does not re-arm it)
+            busy = any(len(c.free_llist) > (_prefill_count(c) if self.keep is None else self.keep)
+                       or c.free_llist_extra or c.free_by_rcu_ttrace or c.waiting_for_gp_ttrace
+                       for c in ma.all_caches())
+            idle[0] = 0 if busy else idle[0] + 1
+            if idle[0] < self.idle_stop:
                 eng.after(step, tick)
+        idle = [0]
         eng.after(step, tick)
 
     def cost(self) -> dict[str, Any]:

@@ -10,7 +10,6 @@ Policies (how the data structure frees its memory):
 | ``bug_free_rcu_no_gp`` | ``bpf_mem_cache_free_rcu`` that forgets the GP | a planted allocator bug |
 | ``free_v6.6`` | ``bpf_mem_cache_free`` on the allocator that restores IRQs before ``irq_work_raise()`` | 6.1-6.6 |
 | ``v6.18+share`` | ``bpf_mem_cache_free`` on ``+share`` (whatif): trimmed surpluses go to one list all CPUs refill from | proposal |
-| ``free+drain`` | ``bpf_mem_cache_free``, and ``+drain`` (whatif) sending idle caches' lists to slab through the GP | proposal |
 | ``ttrace_raw_free`` | local storage delete: tasks-trace GP, then ``bpf_mem_cache_raw_free`` (no reuse) | 6.4-6.18 |
 | ``no_reuse``, ``reuse_after_gp``, ``free_after_gp``, ``reuse_after_gp_global``, ``reuse_after_gp_pcpu`` | ``bpf_mem_cache_free`` on that proposal's allocator (``alloc/proposals.py``) | RFC v1-v5, never merged |
 
@@ -34,7 +33,7 @@ from ...alloc.proposals import PROPOSALS
 from ..runtime import Run
 
 POLICIES = ("free", "free_rcu", "call_rcu_free", "bug_free_rcu_no_gp", "free_v6.6", "ttrace_raw_free", "v6.18+share",
-            "free+drain", *PROPOSALS)
+            *PROPOSALS)
 POLICY_HELP = {
     "free": "bpf_mem_cache_free: reusable at once (htab; bpf_cpumask 6.3)",
     "free_rcu": "bpf_mem_cache_free_rcu: reusable after an RCU grace period (bpf_cpumask 6.6+)",
@@ -44,7 +43,6 @@ POLICY_HELP = {
     "free_v6.6": "bpf_mem_cache_free on the 6.1-6.6 allocator: irq_work raised after IRQs are restored",
     "ttrace_raw_free": "local storage delete (6.4-6.18): a tasks-trace GP, then bpf_mem_cache_raw_free to slab",
     "v6.18+share": "bpf_mem_cache_free on the +share proposal: trimmed objects shared between CPUs, reusable at once",
-    "free+drain": "bpf_mem_cache_free with whatif's +drain (idle caches to slab through the GP; 2 ms period here)",
     "no_reuse": "RFC v1: bpf_mem_cache_free never reuses; slab after a tasks-trace GP",
     "reuse_after_gp": "RFC v2/v3: reusable after an RCU GP (a kworker per cache)",
     "free_after_gp": "RFC v3: bpf_mem_cache_free never reuses; slab after an RCU GP",
@@ -100,14 +98,17 @@ def new_ma(run: Run, policy: str, size: int = 56, planted: frozenset[str] = froz
     return ma
 
 
-DRAIN_PERIOD_MS = 2.0       # explorer: a drain period short enough to fire inside a schedule
+DRAIN_PERIOD_MS = 0.2       # explorer: a drain period short enough to fire inside a schedule
+DRAINS: list[Any] = []      # the drains attached so far (a test checks that they ran)
 
 
 def attach_whatif(ma: BpfMemAlloc, policy: str) -> None:
-    """``free+drain``: the allocator of today's kernel with bpfmem whatif's ``+drain`` attached."""
+    """``free+drain`` (run by tests/explore, not a CLI policy): today's allocator with bpfmem whatif's ``+drain``."""
     if policy == "free+drain":
         from ...whatif.proposals import Drain
-        Drain(DRAIN_PERIOD_MS).attach(ma)
+        d = Drain(DRAIN_PERIOD_MS, keep=1)     # the explorer's small caches: leave one object
+        d.attach(ma)
+        DRAINS.append(d)
 
 
 def check_conservation(run: Run) -> None:

@@ -94,7 +94,6 @@ SCENARIOS = [Scenario(
     "cpumask_aba", "bpf_cpumask: kptr reader (6.3 kptr_get; 6.4+ RCU) vs release + re-create", 2, setup,
     {"freed_read": True},
     {"free": E({"wrong_result", "reused_read"}), "v6.18+share": E({"wrong_result", "reused_read"}),
-     "free+drain": E({"wrong_result", "reused_read"}),
      "call_rcu_free": E(), "free_rcu": E(),
      "bug_free_rcu_no_gp": E({"reuse_before_gp"})},
     planted="kptr_get's refcount_inc_not_zero done as a load and a store (not one atomic RMW)",

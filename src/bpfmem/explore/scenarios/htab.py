@@ -48,8 +48,7 @@ def setup(run: Run, policy: str, planted: bool) -> None:
 SCENARIOS = [Scenario(
     "htab_reuse", "htab lookup holds an element while another CPU deletes it and adds another key", 2, setup,
     {"reused_read": True, "freed_read": True},
-    {"free": E({"reused_read", "freed_read"}), "v6.18+share": E({"reused_read", "freed_read"}),
-     "free+drain": E({"reused_read", "freed_read"}), "free_rcu": E(),
+    {"free": E({"reused_read", "freed_read"}), "v6.18+share": E({"reused_read", "freed_read"}), "free_rcu": E(),
      "bug_free_rcu_no_gp": E({"reuse_before_gp"})},
     planted="the update stores the value after linking the element (publication before initialisation)",
     planted_policy="free_rcu", planted_expect=E({"wrong_result"}))]

@@ -51,7 +51,7 @@ def setup(run: Run, policy: str, planted: bool) -> None:
 SCENARIOS = [Scenario(
     "nmi_reentrancy", "NMI programs allocate and free inside unit_alloc/unit_free/unit_free_rcu on the same CPU",
     1, setup, {"nmi_alloc_fail": True},
-    {"free": E({"nmi_alloc_fail"}), "v6.18+share": E({"nmi_alloc_fail"}), "free+drain": E({"nmi_alloc_fail"}),
+    {"free": E({"nmi_alloc_fail"}), "v6.18+share": E({"nmi_alloc_fail"}),
      "free_rcu": E({"nmi_alloc_fail"}),
      "call_rcu_free": E({"nmi_alloc_fail"}),
      "bug_free_rcu_no_gp": E({"nmi_alloc_fail"})},
