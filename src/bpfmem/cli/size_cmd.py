@@ -15,6 +15,7 @@ from ..backend.protocol import MAP_TYPES
 from ..maps.policies import DEFAULT_RELEASE
 from ..report.units import fmt_bytes
 from .main import cli, fail, kernel_policies
+from .params import Finite
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 # one CPU's memcg charge stock: MEMCG_CHARGE_BATCH (64) pages, charged but not yet used (mm/memcontrol.c)
@@ -52,7 +53,7 @@ class ByteSize(click.ParamType):
 @click.option("--kernel", "release", default=DEFAULT_RELEASE, show_default=True,
               help="Kernel release (v6.1 .. v6.19) or a policy name.")
 @click.option("--prealloc", is_flag=True, help="Without BPF_F_NO_PREALLOC (LRU maps always are).")
-@click.option("--delete-rate", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--delete-rate", type=Finite(0, 1e12), default=0.0, show_default=True,
               help="Deletes per second on CPUs other than the adding one (their frees wait for a grace period).")
 @click.option("--memcg-limit", type=ByteSize(), default=None,
               help="Limit in bytes (K/M/G suffixes) of a cgroup holding only the map, its creation included: how "
