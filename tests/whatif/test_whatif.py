@@ -103,3 +103,8 @@ def test_bench_obj_keeps_a_few_spares_per_producer(capsys: pytest.CaptureFixture
     assert longer["memory_bytes"] == one["memory_bytes"]
     assert main(["bench", "obj", "--backend", "kernel"]) == 2
     assert "program's own BTF" in capsys.readouterr().err
+
+
+def test_share_honours_cpus_and_names_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["whatif", "share", "--cpus", "3"]) == 2
+    assert "--cpus" in capsys.readouterr().err

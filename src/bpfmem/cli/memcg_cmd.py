@@ -69,7 +69,9 @@ def memcg_cmd(cgroups: tuple[str, ...], map_in: str | None, updates: tuple[str, 
         out = who_pays(sc, names)
     except ValueError as e:
         msg = str(e)
-        fail(msg.split()[0] if msg.startswith("--") else "--cgroup", msg)
+        opt = "--max-entries" if "--max-entries" in msg else msg.split()[0].rstrip(":,") if msg.startswith("--") \
+            else "--kernel" if msg.startswith("unknown rule") else "--cgroup"
+        fail(opt, msg)
     out["builtin_example"] = builtin
     out["version"] = __version__
     if as_json:

@@ -24,7 +24,8 @@ SHARE_CPUS = (8, 64)
 @click.option("--policy", "policies", multiple=True,
               help="v6.18 with proposals, e.g. v6.18+drain+hotplug; repeat for several (default: the kernel and the "
                    "question's proposal).")
-@click.option("--cpus", type=click.IntRange(2, 256), default=8, show_default=True, help="Possible CPUs (CPUs).")
+@click.option("--cpus", type=click.IntRange(2, 256), default=8, show_default=True,
+              help="Possible CPUs (CPUs); share runs at 8 and 64 unless given (an even number).")
 @click.option("--objects", type=click.IntRange(1, 1 << 22), default=4096, show_default=True,
               help="Objects per bursting CPU (counts).")
 @click.option("--size", type=click.IntRange(1, 4088), default=64, show_default=True,
@@ -48,15 +49,16 @@ def whatif_cmd(question: str, policies: tuple[str, ...], cpus: int, objects: int
                 try:
                     results.append(run_pressure(pol, cpus=cpus, size=size))
                 except ValueError as e:
-                    fail("--policy", str(e))
+                    fail(_option_of(str(e), "--policy"), str(e))
             continue
         if q == "share":
-            for n in SHARE_CPUS:
+            given = click.get_current_context().get_parameter_source("cpus") != click.core.ParameterSource.DEFAULT
+            for n in ((cpus,) if given else SHARE_CPUS):
                 for pol in policies or DEFAULT_POLICIES[q]:
                     try:
                         results.append(run_share(n, pol))
                     except ValueError as e:
-                        fail("--policy", str(e))
+                        fail(_option_of(str(e), "--policy"), str(e))
             continue
         for pol in policies or DEFAULT_POLICIES[q]:
             try:
@@ -70,6 +72,12 @@ def whatif_cmd(question: str, policies: tuple[str, ...], cpus: int, objects: int
                               indent=1))
         return
     _print(results)
+
+
+def _option_of(msg: str, default: str) -> str:
+    """The option a model's ValueError names first (``--cpus must be ...``), else ``default``."""
+    first = msg.split()[0].rstrip(":,") if msg else ""
+    return first if first.startswith("--") else default
 
 
 def _print_share(con: Console, rows: list[dict[str, Any]]) -> None:
