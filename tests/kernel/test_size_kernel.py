@@ -16,7 +16,8 @@ from . import require_kernel_backend
 pytestmark = pytest.mark.kernel
 
 
-@pytest.mark.parametrize("value,limit_mib", [(64, 64), (256, 32), (1024, 64)])
+@pytest.mark.parametrize("value,limit_mib", [(1024, 64), pytest.param(64, 64, marks=pytest.mark.slow),
+                                             pytest.param(256, 32, marks=pytest.mark.slow)])
 def test_elements_before_enomem_within_2_percent(value: int, limit_mib: int) -> None:
     require_kernel_backend()
     from bpfmem.kernel.lifecycle import leftovers

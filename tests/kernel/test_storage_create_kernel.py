@@ -148,7 +148,7 @@ def test_the_syscall_path_creates_once_per_owner_too() -> None:
     assert r["syscall_kmallocs_per_update"] == pytest.approx(2.0, abs=0.05)   # key and value copies
 
 
-@pytest.mark.parametrize("producers", [1, 2])
+@pytest.mark.parametrize("producers", [1, pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", ["task", "socket"])
 def test_kmallocs_per_create_over_the_baseline(kind: str, producers: int) -> None:
     require_kernel_backend()
