@@ -593,6 +593,11 @@ def unit_free(c: BpfMemCache, obj: MemObj) -> None:
     if c.prop is not None:
         c.ma.profile.unit_free(c, obj)  # a proposal's free path (alloc/proposals.py)
         return
+    unit_free_llist(c, obj)
+
+
+def unit_free_llist(c: BpfMemCache, obj: Any) -> None:
+    """The kernel's ``unit_free()`` body, also for proposals that keep its fast path (alloc/share.py)."""
     cpu = c.cpu
     hook = cpu.point_hook
     if c.ma.profile.uses_hint:

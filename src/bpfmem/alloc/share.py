@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .memalloc import (NUMA_NO_NODE, QUIET_FOREVER, BpfMemCache, alloc_bulk, check_free_by_rcu, do_call_rcu_ttrace,
-                       free_all, irq_work_raise)
+                       free_all, unit_free_llist)
 from .policy import V6_8
 
 
@@ -72,29 +72,7 @@ class Share(V6_8):
 
     def unit_free(self, c: BpfMemCache, obj: Any) -> None:
         """``unit_free()`` as the kernel's (this proposal changes the irq_work, not the fast path)."""
-        cpu = c.cpu
-        hook = cpu.point_hook
-        if self.uses_hint:
-            c.tgt = obj.hdr
-        cpu.irq_off += 1
-        if hook is not None:
-            hook(cpu, "unit_free:irqs_off")
-        cnt = 0
-        c.active += 1
-        if c.active == 1:
-            if hook is not None:
-                hook(cpu, "unit_free:active")
-            c.free_llist.append(obj)
-            c.free_cnt += 1
-            cnt = c.free_cnt
-        else:
-            c.free_llist_extra.append(obj)
-        c.active -= 1
-        if cnt > c.high_watermark and not c.refill_work.pending:
-            irq_work_raise(c)
-        cpu.irq_off -= 1
-        if not cpu.irq_off and cpu.irq_work_list and cpu.self_ipi:
-            cpu.deliver_irq_work()
+        unit_free_llist(c, obj)
 
     def refill(self, c: BpfMemCache) -> None:
         """``bpf_mem_refill()``: refill (shared list first), or share the surplus."""

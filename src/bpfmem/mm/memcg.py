@@ -72,16 +72,7 @@ class MemCgroup:
                 c.failcnt += 1
                 return False
             c = c.parent
-        c = self
-        while c is not None:
-            u = c.usage + nbytes
-            c.usage = u
-            if u > c.peak:
-                c.peak = u
-            c = c.parent
-        ins = self.instruments
-        if ins is not None and ins.active:
-            ins.emit("memcg_charge", self, nbytes)
+        self.force_charge(nbytes)
         return True
 
     def force_charge(self, nbytes: int) -> None:

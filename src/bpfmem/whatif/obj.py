@@ -12,11 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..alloc import bpf_mem_alloc, bpf_mem_free
-from ..backend.profile import load_profile
-from ..mm import Mm
-from ..rcu import Rcu
-from ..sim import Machine, RandomScheduler
-from .questions import MS, _global_ma
+from .questions import MS, global_world
 
 # published (lore 20231221141501.3588586-3-houtao@huaweicloud.com, 8-CPU VM): memory MiB by producers
 PUBLISHED_MIB = {1: 0.01, 4: 0.03, 8: 0.06}
@@ -27,12 +23,7 @@ def run_obj(producers: int, objects: int = 64, size: int = 128, rounds: int = 20
         raise ValueError(f"--producers must be 1..{cpus} (the machine's CPUs), got {producers}")
     if not 1 <= size <= 4088 or objects < 1 or rounds < 1:
         raise ValueError("--size must be 1..4088, --objects and --rounds >= 1")
-    prof = load_profile(None)
-    m = Machine(cpus, RandomScheduler(0))
-    m.identity = False
-    mm = Mm(m)
-    rcu = Rcu(m, prof.rcu, prof.tasks_trace)
-    ma = _global_ma(m, mm, rcu)
+    m, mm, ma = global_world(cpus)
     base = mm.slab.live_bytes
     peak = 0
     k0 = mm.slab.kmalloc_calls

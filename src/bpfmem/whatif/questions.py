@@ -54,6 +54,16 @@ class WhatIfConfig:
             raise ValueError(f"--policy: the global allocator is modelled for v6.18 (+proposals), got {base!r}")
 
 
+def global_world(cpus: int) -> tuple[Machine, Mm, BpfMemAlloc]:
+    """A machine of ``cpus`` counted-object CPUs with the shipped grace-period profile, and its bpf_global_ma."""
+    prof = load_profile(None)
+    m = Machine(cpus, RandomScheduler(0))
+    m.identity = False
+    mm = Mm(m)
+    rcu = Rcu(m, prof.rcu, prof.tasks_trace)
+    return m, mm, _global_ma(m, mm, rcu)
+
+
 def _global_ma(m: Machine, mm: Mm, rcu: Rcu) -> BpfMemAlloc:
     """``bpf_global_ma``: ``bpf_mem_alloc_init(&bpf_global_ma, 0, false)`` at boot, objcg NULL (root)."""
     ma = BpfMemAlloc(m, mm, rcu, V6_8())
@@ -71,12 +81,7 @@ def run_pressure(policy: str, cpus: int = 8, budget_mib: float = 0.75, batch: in
     base, proposals = parse_policy(policy)
     if base != "v6.18":
         raise ValueError(f"--policy: the global allocator is modelled for v6.18 (+proposals), got {base!r}")
-    prof = load_profile(None)
-    m = Machine(cpus, RandomScheduler(0))
-    m.identity = False
-    mm = Mm(m)
-    rcu = Rcu(m, prof.rcu, prof.tasks_trace)
-    ma = _global_ma(m, mm, rcu)
+    m, mm, ma = global_world(cpus)
     budget = int(budget_mib * (1 << 20))
     owner = next((p for p in proposals if p.name == "memcg_owner"), None)
     for p in proposals:
@@ -179,12 +184,7 @@ def run_share(cpus: int, policy: str, duration_s: float = 1.0) -> dict[str, Any]
 def run_whatif(cfg: WhatIfConfig) -> dict[str, Any]:
     """One question under one policy (``v6.18`` or ``v6.18+proposal...``)."""
     _, proposals = parse_policy(cfg.policy)
-    prof = load_profile(None)
-    m = Machine(cfg.cpus, RandomScheduler(0))
-    m.identity = False
-    mm = Mm(m)
-    rcu = Rcu(m, prof.rcu, prof.tasks_trace)
-    ma = _global_ma(m, mm, rcu)
+    m, mm, ma = global_world(cfg.cpus)
     for p in proposals:
         p.attach(ma)
     eng = m.engine
