@@ -610,12 +610,6 @@ class BpfLocalStorageMap:
             self.rcu.rcu.barrier(lambda: self.rcu.tasks_trace.barrier(destroy))
 
     # -- memory ------------------------------------------------------------------------------------------
-    def live(self) -> tuple[int, int]:
-        """(elements, storages allocated by this map) still linked."""
-        n = len(self.elems)
-        storages = sum(1 for o in self.elems.values() if o.storage is not None and o.storage.smap is self)
-        return n, storages
-
     def breakdown(self, storages: int | None = None) -> dict[str, int]:
         """Payload bytes by where they sit, and ``slab_rounding`` (what kmalloc classes and the per-object
         memcg pointer add): live elements, the owners' storages this map allocated (``storages``: how many
@@ -650,11 +644,6 @@ def _raw_free(obj: Any) -> None:
     """``bpf_mem_cache_raw_free()``: needs no allocator, only the object (whose header names its cache)."""
     c = obj if isinstance(obj, BpfMemCache) else obj.hdr
     bpf_mem_cache_raw_free(c.ma, obj)
-
-
-def _charge(smap: BpfLocalStorageMap, size: int) -> int:
-    """Charged bytes of one object: bpf_mem_alloc adds its 8-byte header to the unit."""
-    return kmalloc_charge(size + LLIST_NODE_SZ) if smap.alloc == "bpf_ma" else kmalloc_charge(size)
 
 
 def bpf_local_storage_map_alloc_check(kind: str, key_size: int, value_size: int, max_entries: int, flags: int,
