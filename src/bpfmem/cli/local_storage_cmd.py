@@ -12,7 +12,7 @@ from rich.table import Table
 from .. import __version__
 from ..report.units import fmt_bytes
 from .main import bench, fail
-from .params import Finite, check_output_path
+from .params import Finite, check_output_path, option_of
 
 USE_CASES = ("create_destroy", "delete_recreate", "cross_cpu_exit")
 KINDS = ("task", "cgroup", "socket", "inode")
@@ -52,8 +52,7 @@ def bench_local_storage(storage_type: str, use_case: str, release: str, cpus: in
         configs = [LocalStorageConfig(k, uc, cpus, release, value_size, owners, rate, duration, idle)
                    for k in kinds for uc in cases]
     except ValueError as e:
-        msg = str(e)
-        fail(msg.split()[0] if msg.startswith("--") else "--kernel", msg)
+        fail(option_of(str(e), "--kernel"), str(e))
     results = []
     with progress(False, as_json, unit="runs") as prog:
         task = prog.add_task("local-storage", total=len(configs))

@@ -12,6 +12,7 @@ from rich.table import Table
 from .. import __version__
 from ..report.units import fmt_bytes
 from .main import cli, fail
+from .params import option_of
 from .size_cmd import ByteSize
 
 
@@ -69,8 +70,8 @@ def memcg_cmd(cgroups: tuple[str, ...], map_in: str | None, updates: tuple[str, 
         out = who_pays(sc, names)
     except ValueError as e:
         msg = str(e)
-        opt = "--max-entries" if "--max-entries" in msg else msg.split()[0].rstrip(":,") if msg.startswith("--") \
-            else "--kernel" if msg.startswith("unknown rule") else "--cgroup"
+        opt = "--max-entries" if "--max-entries" in msg else \
+            option_of(msg, "--kernel" if msg.startswith("unknown rule") else "--cgroup")
         fail(opt, msg)
     out["builtin_example"] = builtin
     out["version"] = __version__

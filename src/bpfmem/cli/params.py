@@ -51,3 +51,9 @@ def check_output_path(option: str, path: str | None, exts: tuple[str, ...] = ())
             os.unlink(path)
         except OSError:
             pass
+
+
+def option_of(msg: str, default: str) -> str:
+    """The option a model's ValueError names first (``--cpus must be ...``), else ``default``."""
+    first = msg.split()[0].rstrip(":,") if msg else ""
+    return first if first.startswith("--") else default

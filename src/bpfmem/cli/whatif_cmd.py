@@ -12,7 +12,7 @@ from rich.table import Table
 from .. import __version__
 from ..report.units import fmt_bytes
 from .main import bench, cli, fail
-from .params import Finite
+from .params import Finite, option_of
 
 DEFAULT_POLICIES = {"quiet": ("v6.18", "v6.18+drain"), "hotplug": ("v6.18", "v6.18+hotplug"),
                     "share": ("v6.18", "v6.18+share"), "pressure": ("v6.18", "v6.18+shrinker", "v6.18+memcg_owner")}
@@ -49,7 +49,7 @@ def whatif_cmd(question: str, policies: tuple[str, ...], cpus: int, objects: int
                 try:
                     results.append(run_pressure(pol, cpus=cpus, size=size))
                 except ValueError as e:
-                    fail(_option_of(str(e), "--policy"), str(e))
+                    fail(option_of(str(e), "--policy"), str(e))
             continue
         if q == "share":
             given = click.get_current_context().get_parameter_source("cpus") != click.core.ParameterSource.DEFAULT
@@ -58,26 +58,19 @@ def whatif_cmd(question: str, policies: tuple[str, ...], cpus: int, objects: int
                     try:
                         results.append(run_share(n, pol))
                     except ValueError as e:
-                        fail(_option_of(str(e), "--policy"), str(e))
+                        fail(option_of(str(e), "--policy"), str(e))
             continue
         for pol in policies or DEFAULT_POLICIES[q]:
             try:
                 cfg = WhatIfConfig(q, pol, cpus, objects, size, quiet_s)
             except ValueError as e:
-                msg = str(e)
-                fail(msg.split()[0] if msg.startswith("--") else "--policy", msg)
+                fail(option_of(str(e), "--policy"), str(e))
             results.append(run_whatif(cfg))
     if as_json:
         click.echo(json.dumps({"tool": "bpfmem", "version": __version__, "command": "whatif", "results": results},
                               indent=1))
         return
     _print(results)
-
-
-def _option_of(msg: str, default: str) -> str:
-    """The option a model's ValueError names first (``--cpus must be ...``), else ``default``."""
-    first = msg.split()[0].rstrip(":,") if msg else ""
-    return first if first.startswith("--") else default
 
 
 def _print_share(con: Console, rows: list[dict[str, Any]]) -> None:
@@ -165,8 +158,7 @@ def bench_obj(producers: int, objects: int, size: int, rounds: int, cpus: int, b
     try:
         r = run_obj(producers, objects, size, rounds, cpus)
     except ValueError as e:
-        msg = str(e)
-        fail(msg.split()[0] if msg.startswith("--") else "--producers", msg)
+        fail(option_of(str(e), "--producers"), str(e))
     if as_json:
         click.echo(json.dumps({"tool": "bpfmem", "version": __version__, "command": "bench obj", "result": r},
                               indent=1))

@@ -167,6 +167,9 @@ class Owners:
         """Release the owners and close every fd (idempotent)."""
         if not self.released:
             self.release()
+        self._close_fds()
+
+    def _close_fds(self) -> None:
         while self.fds:
             with contextlib.suppress(OSError):
                 os.close(self.fds.pop())
@@ -243,9 +246,7 @@ class SocketOwners(Owners):
             raise
 
     def release(self) -> None:
-        while self.fds:
-            with contextlib.suppress(OSError):
-                os.close(self.fds.pop())
+        self._close_fds()
         self.released = True
 
 
@@ -268,9 +269,7 @@ class InodeOwners(Owners):
             raise
 
     def release(self) -> None:
-        while self.fds:
-            with contextlib.suppress(OSError):
-                os.close(self.fds.pop())
+        self._close_fds()
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
@@ -301,9 +300,7 @@ class CgroupOwners(Owners):
             raise
 
     def release(self) -> None:
-        while self.fds:
-            with contextlib.suppress(OSError):
-                os.close(self.fds.pop())
+        self._close_fds()
         while self.cgroups:
             self.cgroups.pop().remove()
         self.released = True
