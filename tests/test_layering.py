@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "backend.profile": {"rcu", "backend.costs"},
     "kernel": {"backend.protocol", "workloads", "report"},
     "reproduce": {"backend.model", "backend.profile", "maps", "workloads", "bench"},
-    "whatif": {"sim", "rcu", "mm", "alloc", "backend.profile", "backend.model", "bench", "workloads"},
+    "whatif": {"sim", "rcu", "mm", "alloc", "maps", "backend.profile", "backend.model", "bench", "workloads"},
     "sizing": {"backend.model", "backend.profile", "backend.protocol", "maps", "mm", "kernel"},
     "backend": {"backend.protocol"},
     "cli": {"*"},

@@ -52,6 +52,8 @@ def test_bad_proposals(policy: str, msg: str) -> None:
 
 @pytest.mark.parametrize("args,option", [(["sometimes"], "QUESTION"), (["quiet", "--policy", "v6.18+nope"], "--policy"),
                                          (["quiet", "--policy", "v6.1+drain"], "--policy"),
+                                         (["quiet", "--policy", "v6.6+share"], "--policy"),
+                                         (["pressure", "--policy", "prealloc+shrinker"], "--policy"),
                                          (["hotplug", "--cpus", "1"], "--cpus")])
 def test_bad_input_exits_2(args: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["whatif", *args]) == 2
@@ -94,17 +96,100 @@ def test_memcg_owner_makes_the_owner_pay_and_its_limit_apply() -> None:
     assert r["failures"] > 0 and "owner" in r["charged_to"]
 
 
-def test_bench_obj_keeps_a_few_spares_per_producer(capsys: pytest.CaptureFixture[str]) -> None:
-    """64 objects of 128 B per round: memory grows with the producers (spares per CPU), not with the rounds."""
+def test_bench_obj_before_6_8_keeps_a_few_spares_per_producer() -> None:
+    """6.2-6.7: bpf_obj_drop is bpf_mem_free (immediate reuse): memory grows with the producers (spares per
+    CPU), not with the rounds."""
     from bpfmem.whatif.obj import run_obj
-    one, eight = run_obj(1, rounds=200), run_obj(8, rounds=200)
-    longer = run_obj(1, rounds=800)
+    one, eight = run_obj(1, rounds=200, policy="v6.7"), run_obj(8, rounds=200, policy="v6.7")
+    longer = run_obj(1, rounds=800, policy="v6.7")
     assert 0 < one["memory_bytes"] < eight["memory_bytes"] <= 8 * one["memory_bytes"] + 4096
     assert longer["memory_bytes"] == one["memory_bytes"]
-    assert main(["bench", "obj", "--backend", "kernel"]) == 2
-    assert "program's own BTF" in capsys.readouterr().err
+
+
+def test_bench_obj_from_6_8_holds_what_waits_for_a_grace_period() -> None:
+    """6.8+ (649924b76ab1): bpf_obj_drop is bpf_mem_free_rcu; what a CPU frees waits for an RCU GP before
+    reuse, so the faster the rounds the more slab the allocator holds and the more it kmallocs."""
+    from bpfmem.whatif.obj import run_obj
+    fast = run_obj(1, rounds=2000, policy="v6.18", round_ns=50_000)
+    slow = run_obj(1, rounds=2000, policy="v6.18", round_ns=500_000)
+    old = run_obj(1, rounds=2000, policy="v6.7", round_ns=50_000)
+    assert fast["memory_bytes"] > 4 * slow["memory_bytes"] > 0
+    assert fast["memory_bytes"] > 50 * old["memory_bytes"]
+    assert fast["kmallocs_per_round"] > old["kmallocs_per_round"]
+
+
+def test_bench_obj_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "obj", "--policy", "v6.1"]) == 2
+    assert "958cf2e273f0" in capsys.readouterr().err
+    assert main(["bench", "obj", "--producers", "9"]) == 2
+    assert "--producers" in capsys.readouterr().err
+
+
+def test_drain_timer_stops_when_idle_and_the_refill_irq_work_rearms_it() -> None:
+    from bpfmem.alloc import bpf_mem_alloc
+    from bpfmem.whatif.proposals import Drain
+    from bpfmem.whatif.questions import bpf_obj_drop, global_world
+    base, _ = parse_policy("v6.18")
+    m, mm, ma = global_world(2, base)
+    d = Drain(100.0)
+    d.attach(ma)
+    boot = mm.slab.live_bytes
+
+    def burst(at_s: float) -> None:
+        cpu = m.cpus[0]
+        objs = [bpf_mem_alloc(ma, cpu, 64) for _ in range(500)]
+        for o in objs:
+            bpf_obj_drop(base, ma, cpu, o)
+        m.engine.run(until=int(at_s * 1e9))
+
+    burst(3.0)
+    assert mm.slab.live_bytes == boot and d.arms == 1
+    expiries = d.timers
+    m.engine.run(until=int(6e9))
+    assert d.timers == expiries                     # stopped: an idle system is not woken
+    burst(9.0)
+    assert d.arms == 2 and d.drains >= 2 and mm.slab.live_bytes == boot
+
+
+@pytest.mark.parametrize("policy", ["v6.2", "v6.6", "v6.7", "v7.0"])
+def test_the_seed_claim_holds_on_every_release_with_the_global_allocator(policy: str) -> None:
+    r = run_whatif(WhatIfConfig("quiet", policy, quiet_s=5))
+    assert r["returned_after_s"] is None and r["parked_at"]["1s"] >= 0.9 * r["peak_bytes"] > 0
+
+
+@pytest.mark.parametrize("policy,msg", [("v6.2+drain", r"contradicts itself: \+drain"),
+                                        ("v6.6+share", r"contradicts itself: \+share"),
+                                        ("free_rcu+drain", "is a policy, not a kernel release"),
+                                        ("v6.1", "no bpf_global_ma"), ("v9.9+drain", "unknown release")])
+def test_proposals_onto_a_release_without_what_they_patch_are_refused(policy: str, msg: str) -> None:
+    with pytest.raises(ValueError, match=msg):
+        parse_policy(policy)
+
+
+def test_proposals_compose_onto_earlier_releases() -> None:
+    r = run_whatif(WhatIfConfig("quiet", "v6.6+drain+hotplug", quiet_s=3, sample_ms=10))
+    assert r["returned_after_s"] is not None and r["returned_after_s"] <= 1.25 + GP_S
+
+
+def test_share_composes_onto_a_release_and_refuses_global_proposals() -> None:
+    from bpfmem.whatif.questions import run_share
+    r = run_share(8, "v6.8+share", 0.3)
+    assert r["cost"]["lock_acquisitions"] > 0
+    with pytest.raises(ValueError, match=r"\+drain act on bpf_global_ma"):
+        run_share(8, "v6.18+drain", 0.3)
 
 
 def test_share_honours_cpus_and_names_the_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["whatif", "share", "--cpus", "3"]) == 2
     assert "--cpus" in capsys.readouterr().err
+
+
+def test_plot_writes_one_figure_per_question(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    out = os.path.join(str(tmp_path), "plots")
+    assert main(["whatif", "quiet", "--quiet-for", "2", "--plot", out, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["plots"] == [os.path.join(out, "whatif-quiet.png")]
+    with open(d["plots"][0], "rb") as f:
+        head = f.read(8)
+    assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(d["plots"][0]) > 20_000

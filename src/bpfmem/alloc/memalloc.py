@@ -873,6 +873,23 @@ def bpf_mem_free(ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> None:
     unit_free(c, obj)
 
 
+def bpf_mem_free_rcu(ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> None:
+    """``bpf_mem_free_rcu()`` (6.6+, 5af6807bdb10): the size-class free that makes the object reusable only
+    after an RCU GP; the owner's unit_size picks the class, ``unit_free_rcu`` on this CPU's cache of it.
+    ``bpf_obj_drop()`` frees through it from 6.8 (649924b76ab1)."""
+    if obj is None:
+        return
+    if ma.caches is None:
+        raise ValueError("bpf_mem_free_rcu on a fixed-size allocator")
+    if not ma.profile.has_free_rcu:
+        raise ValueError(f"bpf_mem_free_rcu does not exist in profile {ma.profile.name}")
+    idx = bpf_mem_cache_idx(obj.hdr.unit_size)
+    ma.outstanding -= 1
+    c = ma.caches[cpu.id][idx]
+    _emit_free(ma, cpu, c, obj, "free_rcu")
+    unit_free_rcu(c, obj)
+
+
 def prefill_mem_cache(c: BpfMemCache, cpu: Cpu) -> None:
     """``prefill_mem_cache()``: 4 objects for units <= 256, else 1; from 6.8 (5b95e638f134, with the 1/3
     per-CPU watermarks of 0e2ba9f96f9b) per-CPU caches prefill 1 whatever their size."""

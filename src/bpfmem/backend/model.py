@@ -61,6 +61,16 @@ class ModelMap:
     memo: InvocationMemo | None = None
 
 
+def tasks_trace_for(policy: HtabPolicy, rcu_model: GpModel, tasks_trace_model: GpModel) -> GpModel:
+    """The tasks-trace grace periods of a policy's release: lazily batched callbacks from 6.6
+    (d119357d0743), none before; the 7.0 prediction runs them on SRCU-fast."""
+    if policy.tasks_trace_srcu_fast:
+        return srcu_fast_tasks_trace(rcu_model)
+    if not policy.tasks_trace_lazy:
+        return replace(tasks_trace_model, lazy_delay_ns=0)
+    return tasks_trace_model
+
+
 class ModelBackend:
     """A ``Backend`` on the model: ``ncpus`` possible CPUs, one policy, one seed."""
 
@@ -81,11 +91,8 @@ class ModelBackend:
         self.machine.identity = identity       # False: parked objects are counted, not made one by one
         self.ncpus = ncpus
         self.mm = Mm(self.machine)
-        if self.policy.tasks_trace_srcu_fast:    # prediction: tasks-trace RCU on SRCU-fast (7.0)
-            tasks_trace_model = srcu_fast_tasks_trace(rcu_model)
-        elif not self.policy.tasks_trace_lazy:   # before 6.6 (d119357d0743): no lazy batching of callbacks
-            tasks_trace_model = replace(tasks_trace_model, lazy_delay_ns=0)
-        self.rcu = Rcu(self.machine, rcu_model, tasks_trace_model, trace_implies_rcu_gp=trace_implies_rcu_gp)
+        self.rcu = Rcu(self.machine, rcu_model, tasks_trace_for(self.policy, rcu_model, tasks_trace_model),
+                       trace_implies_rcu_gp=trace_implies_rcu_gp)
         self.memcg = self.mm.root_memcg.child("bpfmem")
         self.costs = costs
         self.sample_interval_ns = sample_interval_ns

@@ -22,8 +22,8 @@ SHARE_CPUS = (8, 64)
 @cli.command("whatif")
 @click.argument("question", default="all", metavar="[quiet|hotplug|share|pressure|all]")
 @click.option("--policy", "policies", multiple=True,
-              help="v6.18 with proposals, e.g. v6.18+drain+hotplug; repeat for several (default: the kernel and the "
-                   "question's proposal).")
+              help="A release v6.2..v6.19 or v7.0 with proposals, e.g. v6.18+drain+hotplug; repeat for several "
+                   "(default: v6.18 and the question's proposal).")
 @click.option("--cpus", type=click.IntRange(2, 256), default=8, show_default=True,
               help="Possible CPUs (CPUs); share runs at 8 and 64 unless given (an even number).")
 @click.option("--objects", type=click.IntRange(1, 1 << 22), default=4096, show_default=True,
@@ -33,10 +33,14 @@ SHARE_CPUS = (8, 64)
 @click.option("--quiet-for", "quiet_s", type=Finite(0, 3600, min_open=True), default=60.0, show_default=True,
               help="Simulated seconds after the frees.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="Write one figure per question, DIR/whatif-<question>.png (DIR made if missing) [default: no plots].")
 def whatif_cmd(question: str, policies: tuple[str, ...], cpus: int, objects: int, size: int, quiet_s: float,
-               as_json: bool) -> None:
-    """What bpf_global_ma does with freed objects on a quiet CPU (quiet) and on one going offline (hotplug),
-    under the kernel and under each proposal (+drain, +hotplug) — modelled."""
+               as_json: bool, plot_dir: str | None) -> None:
+    """The seed's open questions about bpf_global_ma, each under a kernel release and the proposals composed onto
+    it (modelled): freed objects on a CPU that goes quiet (quiet), a memory budget nothing charges (pressure), a
+    CPU going offline (hotplug), allocation and free on different CPUs (share).  Proposals: +drain, +hotplug,
+    +shrinker, +memcg_owner, +share, e.g. --policy v6.18+drain+hotplug."""
     from ..whatif import QUESTIONS, WhatIfConfig, run_whatif
     from ..whatif.questions import run_pressure, run_share
     if question != "all" and question not in QUESTIONS:
@@ -66,11 +70,20 @@ def whatif_cmd(question: str, policies: tuple[str, ...], cpus: int, objects: int
             except ValueError as e:
                 fail(option_of(str(e), "--policy"), str(e))
             results.append(run_whatif(cfg))
+    plots: list[str] = []
+    if plot_dir is not None:
+        from ..report.plot_whatif import plot_whatif
+        try:
+            plots = plot_whatif(results, plot_dir)
+        except OSError as e:
+            fail("--plot", f"cannot write plots into {plot_dir!r}: {e.strerror or e}")
     if as_json:
-        click.echo(json.dumps({"tool": "bpfmem", "version": __version__, "command": "whatif", "results": results},
-                              indent=1))
+        click.echo(json.dumps({"tool": "bpfmem", "version": __version__, "command": "whatif", "results": results,
+                               "plots": plots}, indent=1))
         return
     _print(results)
+    for p in plots:
+        click.echo(f"plot: {p}")
 
 
 def _print_share(con: Console, rows: list[dict[str, Any]]) -> None:
@@ -139,31 +152,58 @@ def _print(results: list[dict[str, Any]]) -> None:
 @click.option("--producers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Producers, one per CPU (processes).")
 @click.option("--objects", type=click.IntRange(1, 4096), default=64, show_default=True,
-              help="Objects per round per producer (counts).")
+              help="Objects per round per producer (counts; at most 64 on the kernel).")
 @click.option("--size", type=click.IntRange(1, 4088), default=128, show_default=True,
               help="Bytes asked of bpf_obj_new per object.")
-@click.option("--rounds", type=click.IntRange(1, 10**6), default=2000, show_default=True,
-              help="Rounds of allocate-all then free-all per producer (counts).")
-@click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True, help="Possible CPUs (CPUs).")
+@click.option("--rounds", type=click.IntRange(1, 10**7), default=5000, show_default=True,
+              help="Measured rounds of allocate-all then free-all per producer (counts).")
+@click.option("--warmup", type=click.IntRange(0, 10**7), default=1000, show_default=True,
+              help="Rounds run before the measured ones (counts).")
+@click.option("--cpus", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Possible CPUs of the model (CPUs); the kernel backend uses this machine's.")
+@click.option("--policy", default="v6.18", show_default=True,
+              help="Model: a release v6.2..v6.19/v7.0 with proposals (v6.18+drain); bpf_obj_drop frees with "
+                   "bpf_mem_free_rcu from 6.8.")
 @click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
-              help="kernel: not available yet (bpf_obj_new needs a program BTF with a local struct type).")
+              help="kernel: the running kernel (root), the model beside it at the measured round time.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-def bench_obj(producers: int, objects: int, size: int, rounds: int, cpus: int, backend: str, as_json: bool) -> None:
-    """Hou Tao's bench bpf_ma on the model: bpf_obj_new/bpf_obj_drop of objects per CPU through bpf_global_ma;
-    the slab memory it keeps (modelled) beside the published number."""
+def bench_obj(producers: int, objects: int, size: int, rounds: int, warmup: int, cpus: int, policy: str,
+              backend: str, as_json: bool) -> None:
+    """Hou Tao's bench bpf_ma: bpf_obj_new/bpf_obj_drop of a batch per round per CPU through bpf_global_ma;
+    kmallocs per round and the slab it keeps (modelled), on the kernel the same rounds measured."""
     from ..whatif.obj import run_obj
+    kernel = None
     if backend == "kernel":
-        fail("--backend", "bench obj runs on the model only: bpf_obj_new() takes a struct type from the program's "
-                          "own BTF, which bpfmem's hand-assembled programs do not build yet")
+        kernel = _obj_kernel(producers, objects, size, rounds, warmup)
+        cpus = kernel["machine_cpus"]                  # the model gets this machine's CPUs
     try:
-        r = run_obj(producers, objects, size, rounds, cpus)
+        r = run_obj(producers, objects, size, rounds, cpus, policy, warmup=warmup,
+                    round_ns=int(kernel["us_per_round"] * 1000) if kernel else 100_000)
     except ValueError as e:
         fail(option_of(str(e), "--producers"), str(e))
     if as_json:
-        click.echo(json.dumps({"tool": "bpfmem", "version": __version__, "command": "bench obj", "result": r},
-                              indent=1))
+        doc = {"tool": "bpfmem", "version": __version__, "command": "bench obj", "result": r}
+        if kernel is not None:
+            doc["kernel"] = kernel
+        click.echo(json.dumps(doc, indent=1))
         return
     pub = r["published_mib"]
-    click.echo(f"bpf_obj_new/drop, {producers} producer(s), {objects} x {size} B per round: memory "
-               f"{r['memory_bytes'] / 2**20:.3f} MiB (modelled), {r['kmallocs_per_round']} kmallocs per round"
-               + (f"; published {pub:.2f} MiB" if pub is not None else "") + "; speed not modelled")
+    click.echo(f"model ({policy}): {producers} producer(s), {objects} x {size} B per round, a round every "
+               f"{r['round_us']:g} us: {r['kmallocs_per_round']} kmallocs per round, slab kept "
+               f"{fmt_bytes(r['memory_bytes'])} (modelled)" + (f"; published {pub:.2f} MiB" if pub is not None else ""))
+    if kernel is not None:
+        click.echo(f"kernel (measured): {kernel['kmallocs_per_round']} kmallocs per round, {kernel['us_per_round']:g} "
+                   f"us per round ({kernel['ns_per_alloc_free']:g} ns per bpf_obj_new + bpf_obj_drop, syscall "
+                   f"included); slab kept: not measurable here (the size class's cache is shared, see --json)")
+
+
+def _obj_kernel(producers: int, objects: int, size: int, rounds: int, warmup: int) -> dict[str, Any]:
+    """``bench obj`` on the running kernel, or exit 2 with the reason it cannot run here."""
+    from ..kernel.obj_prog import run_obj_kernel
+    try:
+        return run_obj_kernel(producers, objects, size, rounds, warmup)
+    except ValueError as e:
+        fail(option_of(str(e), "--producers"), str(e))
+    except OSError as e:
+        fail("--backend", f"bench obj cannot run on this kernel: {e}")
+    raise AssertionError("unreachable")

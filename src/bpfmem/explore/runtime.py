@@ -255,8 +255,8 @@ class Env:
         call_rcu(self.rcu, cb)
 
     def free(self, t: Thread, ma: BpfMemAlloc, ref: Ref, policy: str) -> None:
-        """Free by the scenario's policy (see ``scenarios.POLICIES``)."""
-        if policy in ("free", "free_v6.6") or ma.profile.proposal:
+        """Free by the scenario's policy (see ``scenarios.POLICIES``; ``free+<proposal>`` frees as ``free``)."""
+        if policy in ("free", "free_v6.6") or policy.startswith("free+") or ma.profile.proposal:
             self.bpf_mem_cache_free(t, ma, ref)
         elif policy == "call_rcu_free":
             self.call_rcu_free(t, ma, ref)

@@ -141,11 +141,12 @@ def member_offset(struct_name: str, member: str, path: str = VMLINUX_BTF) -> int
 
 
 def _last_line(log: str) -> str:
-    lines = [ln for ln in log.splitlines() if ln.strip()]
+    """The verifier's last word: its last line, not counting the "processed N insns" statistics."""
+    lines = [ln for ln in log.splitlines() if ln.strip() and not ln.startswith("processed ")]
     return lines[-1].strip() if lines else "(no verifier log)"
 
 
-def _refused(what: str, e: OSError) -> str:
+def refused(what: str, e: OSError) -> str:
     """One line for a refused step: the errno name and the verifier log's last line."""
     name = errno_mod.errorcode.get(e.errno or 0, str(e.errno))
     log = getattr(e, "log", "")
@@ -217,11 +218,11 @@ def kmalloc_counter(tgids: S.BpfMap | None = None) -> Iterator[KmallocCounter]:
         try:
             prog = stack.enter_context(S.prog_load(U.BPF_PROG_TYPE_RAW_TRACEPOINT, code, name="kmalloc_cnt"))
         except OSError as e:
-            raise OSError(e.errno, _refused("kmalloc counter: loading the raw_tp/kmalloc program", e)) from e
+            raise OSError(e.errno, refused("kmalloc counter: loading the raw_tp/kmalloc program", e)) from e
         try:
             stack.enter_context(S.raw_tracepoint_open(prog, "kmalloc"))
         except OSError as e:
-            raise OSError(e.errno, _refused("kmalloc counter: BPF_RAW_TRACEPOINT_OPEN of 'kmalloc'", e)) from e
+            raise OSError(e.errno, refused("kmalloc counter: BPF_RAW_TRACEPOINT_OPEN of 'kmalloc'", e)) from e
         yield KmallocCounter(counts)
 
 
@@ -497,14 +498,14 @@ def _attach_storage_program(kind: str, storage: S.BpfMap, stats: S.BpfMap, tgids
             prog = mine.enter_context(S.prog_load_attach(ptype, code, expected_attach_type=attach,
                                                          attach_btf_id=btf_id, name="lsc_" + kind, flags=flags))
         except OSError as e:
-            why = _refused(f"{label} refused", e)
+            why = refused(f"{label} refused", e)
             if not getattr(e, "log", ""):
                 why += _trivial_note(ptype, attach, btf_id, flags)
             return fallback, why
         try:
             mine.enter_context(S.raw_tracepoint_open(prog))
         except OSError as e:
-            return fallback, _refused(f"{label} loaded but not attached", e)
+            return fallback, refused(f"{label} loaded but not attached", e)
         me = struct.pack("=I", os.getpid())
         before = _stats(stats)
         S.map_update_elem(tgids, me, bytes(4))

@@ -11,34 +11,45 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..alloc import bpf_mem_alloc, bpf_mem_free
-from .questions import MS, global_world
+from ..alloc import bpf_mem_alloc
+from .proposals import parse_policy
+from .questions import MS, bpf_obj_drop, global_world
 
 # published (lore 20231221141501.3588586-3-houtao@huaweicloud.com, 8-CPU VM): memory MiB by producers
 PUBLISHED_MIB = {1: 0.01, 4: 0.03, 8: 0.06}
 
 
-def run_obj(producers: int, objects: int = 64, size: int = 128, rounds: int = 2000, cpus: int = 8) -> dict[str, Any]:
+def run_obj(producers: int, objects: int = 64, size: int = 128, rounds: int = 2000, cpus: int = 8,
+            policy: str = "v6.18", round_ns: int = MS // 10, warmup: int = 0) -> dict[str, Any]:
+    """``warmup`` + ``rounds`` rounds, one every ``round_ns`` per producer (all producers in parallel); kmallocs
+    are counted over the last ``rounds``, memory is what slab holds at the end above boot."""
     if not 1 <= producers <= cpus:
         raise ValueError(f"--producers must be 1..{cpus} (the machine's CPUs), got {producers}")
     if not 1 <= size <= 4088 or objects < 1 or rounds < 1:
         raise ValueError("--size must be 1..4088, --objects and --rounds >= 1")
-    m, mm, ma = global_world(cpus)
-    base = mm.slab.live_bytes
+    base, proposals = parse_policy(policy)
+    m, mm, ma = global_world(cpus, base)
+    for p in proposals:
+        p.attach(ma)
+    boot = mm.slab.live_bytes
     peak = 0
+    failed = 0
     k0 = mm.slab.kmalloc_calls
-    for r in range(rounds):
+    for r in range(warmup + rounds):
+        if r == warmup:
+            k0 = mm.slab.kmalloc_calls
         for p in range(producers):
             cpu = m.cpus[p]
             objs = [bpf_mem_alloc(ma, cpu, size) for _ in range(objects)]
-            if any(o is None for o in objs):
-                raise RuntimeError("bpf_obj_new failed")
-            peak = max(peak, mm.slab.live_bytes - base)
+            failed += objs.count(None)                  # bpf_obj_new returned NULL: nothing to drop
+            peak = max(peak, mm.slab.live_bytes - boot)
             for o in objs:
-                bpf_mem_free(ma, cpu, o)
-        m.engine.run(until=(r + 1) * MS // 10)        # a round every 100 us per producer
-    end = mm.slab.live_bytes - base
-    return {"producers": producers, "objects": objects, "size": size, "rounds": rounds, "cpus": cpus,
-            "modelled": True, "memory_bytes": end, "peak_bytes": peak,
+                if o is not None:
+                    bpf_obj_drop(base, ma, cpu, o)
+        m.engine.run(until=(r + 1) * round_ns)
+    end = mm.slab.live_bytes - boot
+    return {"policy": policy, "producers": producers, "objects": objects, "size": size, "rounds": rounds,
+            "warmup": warmup, "round_us": round_ns / 1000, "cpus": cpus,
+            "modelled": True, "memory_bytes": end, "peak_bytes": peak, "failed_allocations": failed,
             "kmallocs_per_round": round((mm.slab.kmalloc_calls - k0) / rounds / producers, 3),
             "published_mib": PUBLISHED_MIB.get(producers), "speed": "not modelled"}

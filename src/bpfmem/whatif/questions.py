@@ -13,16 +13,18 @@ Every number is modelled.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..alloc import BpfMemAlloc, bpf_mem_alloc, bpf_mem_alloc_init, bpf_mem_free
-from ..alloc.policy import V6_8
+from ..alloc import BpfMemAlloc, bpf_mem_alloc, bpf_mem_alloc_init, bpf_mem_free, bpf_mem_free_rcu
+from ..alloc.memalloc import MemObj
+from ..alloc.share import Share
+from ..backend.model import tasks_trace_for
 from ..backend.profile import load_profile
 from ..mm import Mm
 from ..rcu import Rcu
-from ..sim import Machine, RandomScheduler
-from .proposals import parse_policy
+from ..sim import Cpu, Machine, RandomScheduler
+from .proposals import Base, parse_policy
 
 MS = 1_000_000
 QUESTIONS = ("quiet", "hotplug", "share", "pressure")
@@ -49,26 +51,30 @@ class WhatIfConfig:
             raise ValueError(f"--size must be 1..4088 (bpf_mem_alloc_check_size), got {self.size}")
         if self.objects < 1 or not self.quiet_s > 0:
             raise ValueError("--objects must be >= 1 and --quiet > 0")
-        base, _ = parse_policy(self.policy)
-        if base != "v6.18":
-            raise ValueError(f"--policy: the global allocator is modelled for v6.18 (+proposals), got {base!r}")
+        parse_policy(self.policy)
 
 
-def global_world(cpus: int) -> tuple[Machine, Mm, BpfMemAlloc]:
-    """A machine of ``cpus`` counted-object CPUs with the shipped grace-period profile, and its bpf_global_ma."""
+def global_world(cpus: int, base: Base) -> tuple[Machine, Mm, BpfMemAlloc]:
+    """A machine of ``cpus`` counted-object CPUs with the shipped grace-period profile (as ``base``'s release
+    runs its tasks-trace RCU), and its ``bpf_global_ma``: ``bpf_mem_alloc_init(&bpf_global_ma, 0, false)`` at
+    boot (a late_initcall, 958cf2e273f0), objcg NULL (root)."""
     prof = load_profile(None)
     m = Machine(cpus, RandomScheduler(0))
     m.identity = False
     mm = Mm(m)
-    rcu = Rcu(m, prof.rcu, prof.tasks_trace)
-    return m, mm, _global_ma(m, mm, rcu)
-
-
-def _global_ma(m: Machine, mm: Mm, rcu: Rcu) -> BpfMemAlloc:
-    """``bpf_global_ma``: ``bpf_mem_alloc_init(&bpf_global_ma, 0, false)`` at boot, objcg NULL (root)."""
-    ma = BpfMemAlloc(m, mm, rcu, V6_8())
+    rcu = Rcu(m, prof.rcu, tasks_trace_for(base.htab, prof.rcu, prof.tasks_trace))
+    ma = BpfMemAlloc(m, mm, rcu, base.make_profile())
     bpf_mem_alloc_init(ma, 0, False, None)
-    return ma
+    return m, mm, ma
+
+
+def bpf_obj_drop(base: Base, ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> None:
+    """``bpf_obj_drop()`` of an object without fields (``__bpf_obj_drop_impl``): ``bpf_mem_free`` 6.2-6.7,
+    ``bpf_mem_free_rcu`` from 6.8 (649924b76ab1: reusable only after an RCU grace period)."""
+    if base.drop_rcu:
+        bpf_mem_free_rcu(ma, cpu, obj)
+    else:
+        bpf_mem_free(ma, cpu, obj)
 
 
 def run_pressure(policy: str, cpus: int = 8, budget_mib: float = 0.75, batch: int = 2000, size: int = 64,
@@ -79,9 +85,7 @@ def run_pressure(policy: str, cpus: int = 8, budget_mib: float = 0.75, batch: in
     an allocation past it fails, and reclaim calls the registered shrinkers first."""
     from ..mm import kmalloc_size_class
     base, proposals = parse_policy(policy)
-    if base != "v6.18":
-        raise ValueError(f"--policy: the global allocator is modelled for v6.18 (+proposals), got {base!r}")
-    m, mm, ma = global_world(cpus)
+    m, mm, ma = global_world(cpus, base)
     budget = int(budget_mib * (1 << 20))
     owner = next((p for p in proposals if p.name == "memcg_owner"), None)
     for p in proposals:
@@ -115,7 +119,7 @@ def run_pressure(policy: str, cpus: int = 8, budget_mib: float = 0.75, batch: in
         if held:                                        # the previous batch is freed by its adder's partner
             free_cpu = m.cpus[held_cpu + 1]
             for o in held:
-                bpf_mem_free(ma, free_cpu, o)
+                bpf_obj_drop(base, ma, free_cpu, o)
         held = []
         for _ in range(batch):
             allow()
@@ -154,12 +158,15 @@ def run_share(cpus: int, policy: str, duration_s: float = 1.0) -> dict[str, Any]
     from ..backend.model import ModelBackend
     from ..bench import run_htab_mem
     from ..workloads import HtabMemConfig, htab_mem
-    if policy not in ("v6.18", "v6.18+share"):
-        raise ValueError(f"--policy for share must be v6.18 or v6.18+share, got {policy!r}")
+    base, proposals = parse_policy(policy)
+    if proposals:
+        raise ValueError(f"--policy {policy!r}: the share question runs a release with or without +share; "
+                         f"{', '.join('+' + p.name for p in proposals)} act on bpf_global_ma, not on a map's allocator")
     if cpus % 2:
         raise ValueError(f"--cpus must be even for add_del_on_diff_cpu, got {cpus}")
+    htab = replace(base.htab, name=policy, profile=Share) if base.share else base.htab
     prof = load_profile(None)
-    be = ModelBackend(cpus, policy, costs=prof.costs, rcu_model=prof.rcu, tasks_trace_model=prof.tasks_trace,
+    be = ModelBackend(cpus, htab, costs=prof.costs, rcu_model=prof.rcu, tasks_trace_model=prof.tasks_trace,
                       breakdown=False)
     made: list[Any] = []
     create = be.map_create
@@ -183,12 +190,12 @@ def run_share(cpus: int, policy: str, duration_s: float = 1.0) -> dict[str, Any]
 
 def run_whatif(cfg: WhatIfConfig) -> dict[str, Any]:
     """One question under one policy (``v6.18`` or ``v6.18+proposal...``)."""
-    _, proposals = parse_policy(cfg.policy)
-    m, mm, ma = global_world(cfg.cpus)
+    base, proposals = parse_policy(cfg.policy)
+    m, mm, ma = global_world(cfg.cpus, base)
     for p in proposals:
         p.attach(ma)
     eng = m.engine
-    base = mm.slab.live_bytes                  # the boot-time prefill of every class on every CPU
+    boot = mm.slab.live_bytes                  # the boot-time prefill of every class on every CPU
     series: list[tuple[float, int]] = []
     stranded: list[tuple[float, int]] = []
     sample_ns = int(cfg.sample_ms * MS)
@@ -196,13 +203,12 @@ def run_whatif(cfg: WhatIfConfig) -> dict[str, Any]:
 
     def on_cpu_bytes(cpu_id: int) -> int:
         from ..mm import kmalloc_charge
-        return sum((len(c.free_llist) + len(c.free_llist_extra) + len(c.free_by_rcu_ttrace)
-                    + len(c.waiting_for_gp_ttrace)) * kmalloc_charge(c.unit_size)
+        return sum(sum(map(len, c.lists().values())) * kmalloc_charge(c.unit_size)
                    for c in ma.all_caches() if c.cpu.id == cpu_id)
 
     def sample() -> None:
         t = eng.now / MS
-        series.append((t, mm.slab.live_bytes - base))
+        series.append((t, mm.slab.live_bytes - boot))
         if cfg.question == "hotplug":
             stranded.append((t, on_cpu_bytes(off_cpu)))
         eng.after(sample_ns, sample)
@@ -214,12 +220,12 @@ def run_whatif(cfg: WhatIfConfig) -> dict[str, Any]:
         held[c] = [bpf_mem_alloc(ma, cpu, cfg.size) for _ in range(cfg.objects)]
         if any(o is None for o in held[c]):
             raise RuntimeError("bpf_mem_alloc failed in the burst")
-    peak = mm.slab.live_bytes - base
+    peak = mm.slab.live_bytes - boot
     eng.run(until=10 * MS)
     for c in burst:                            # bpf_obj_drop of every one, on the same CPU
         cpu = m.cpus[c]
         for o in held[c]:
-            bpf_mem_free(ma, cpu, o)
+            bpf_obj_drop(base, ma, cpu, o)
     sample()
     events: list[str] = []
     if cfg.question == "hotplug":

@@ -33,7 +33,7 @@ from ...alloc.proposals import PROPOSALS
 from ..runtime import Run
 
 POLICIES = ("free", "free_rcu", "call_rcu_free", "bug_free_rcu_no_gp", "free_v6.6", "ttrace_raw_free", "v6.18+share",
-            *PROPOSALS)
+            *PROPOSALS, "free+drain", "free+hotplug", "free+shrinker", "free+memcg_owner")
 POLICY_HELP = {
     "free": "bpf_mem_cache_free: reusable at once (htab; bpf_cpumask 6.3)",
     "free_rcu": "bpf_mem_cache_free_rcu: reusable after an RCU grace period (bpf_cpumask 6.6+)",
@@ -48,6 +48,10 @@ POLICY_HELP = {
     "free_after_gp": "RFC v3: bpf_mem_cache_free never reuses; slab after an RCU GP",
     "reuse_after_gp_global": "RFC v4: reusable after an RCU GP, by any CPU (one list per allocator)",
     "reuse_after_gp_pcpu": "RFC v5: reusable after an RCU GP, by the same CPU",
+    "free+drain": "bpf_mem_cache_free with whatif's +drain (idle caches drained every 0.2 ms)",
+    "free+hotplug": "bpf_mem_cache_free with whatif's +hotplug (a CPU offline and back every 0.2 ms)",
+    "free+shrinker": "bpf_mem_cache_free with whatif's +shrinker (a reclaim scan every 0.2 ms)",
+    "free+memcg_owner": "bpf_mem_cache_free with whatif's +memcg_owner (charged to an owner cgroup)",
 }
 FREES_WITH_FREE_RCU = ("free_rcu", "bug_free_rcu_no_gp")
 
@@ -99,16 +103,50 @@ def new_ma(run: Run, policy: str, size: int = 56, planted: frozenset[str] = froz
 
 
 DRAIN_PERIOD_MS = 0.2       # explorer: a drain period short enough to fire inside a schedule
-DRAINS: list[Any] = []      # the drains attached so far (a test checks that they ran)
+WHATIF_EVERY_NS = 200_000   # explorer: a CPU cycled offline and online, or a shrinker scan, every 0.2 ms ...
+WHATIF_TIMES = 10           # ... ten times (then the run can end)
+DRAINS: list[Any] = []      # the proposals attached so far (a test checks that they acted inside the schedules)
+# whatif's proposals on today's allocator, each promising ``free``'s verdict: what it gives back reaches slab only
+# after the tasks-trace grace period, so no kind appears that plain ``free`` does not show
+WHATIF_POLICIES = ("free+drain", "free+hotplug", "free+shrinker", "free+memcg_owner")
+WHATIF_SCENARIOS = ("htab_reuse", "qp_trie", "cpumask_aba", "nmi_reentrancy")
 
 
 def attach_whatif(ma: BpfMemAlloc, policy: str) -> None:
-    """``free+drain`` (run by tests/explore, not a CLI policy): today's allocator with bpfmem whatif's ``+drain``."""
-    if policy == "free+drain":
-        from ...whatif.proposals import Drain
+    """``free+<proposal>``: today's allocator with a bpfmem whatif proposal attached: ``+drain`` with a 0.2 ms
+    period; ``+hotplug`` with CPUs taken offline and back (``cpu_down``/``cpu_up``: its cpuhp callbacks) every
+    0.2 ms in turn; ``+shrinker`` scanned every 0.2 ms (reclaim); ``+memcg_owner`` charging an owner cgroup."""
+    if not policy.startswith("free+"):
+        return
+    from ...whatif.proposals import Drain, Hotplug, MemcgOwner, Shrinker
+    m = ma.m
+    name = policy.removeprefix("free+")
+    if name == "drain":
         d = Drain(DRAIN_PERIOD_MS, keep=1)     # the explorer's small caches: leave one object
         d.attach(ma)
         DRAINS.append(d)
+        return
+    if name == "memcg_owner":
+        MemcgOwner().attach(ma)
+        return
+    p: Any = Hotplug() if name == "hotplug" else Shrinker()
+    p.attach(ma)
+    DRAINS.append(p)
+    if isinstance(p, Hotplug) and len(m.cpus) < 2:
+        return                                 # the last online CPU cannot go down: nothing to exercise
+    left = [WHATIF_TIMES]
+
+    def act() -> None:
+        if isinstance(p, Hotplug):
+            k = (WHATIF_TIMES - left[0]) % len(m.cpus)
+            m.cpu_down(k)                      # the teardown callback gives the CPU's objects back
+            m.cpu_up(k)                        # the startup callback prefills
+        else:
+            p.scan_objects()
+        left[0] -= 1
+        if left[0]:
+            m.engine.after(WHATIF_EVERY_NS, act)
+    m.engine.after(WHATIF_EVERY_NS, act)
 
 
 def check_conservation(run: Run) -> None:
@@ -150,10 +188,13 @@ class Scenario:
 
 
 def _registry() -> dict[str, Scenario]:
+    from dataclasses import replace
     from . import churn, cpumask, htab, local_storage, nmi, preempt, qp_trie, slab
     out: dict[str, Scenario] = {}
     for mod in (htab, qp_trie, cpumask, nmi, slab, churn, preempt, local_storage):
         for s in mod.SCENARIOS:
+            if s.name in WHATIF_SCENARIOS:     # the proposals promise free's verdict
+                s = replace(s, expect={**s.expect, **{p: s.expect["free"] for p in WHATIF_POLICIES}})
             out[s.name] = s
     return out
 

@@ -31,7 +31,7 @@ def setup(run: Run, policy: str, planted: bool) -> None:
     env.objects["ma"] = ma
     mapval = env.static("map_value")
     boot = Thread("boot", 1, lambda e, t: None)
-    kptr_get = policy == "free" or planted        # 6.3 code; the planted bug splits its refcount RMW
+    kptr_get = policy.split("+")[0] == "free" or planted        # 6.3 code; the planted bug splits its refcount RMW
 
     made: dict[tuple[int, int], int] = {}                 # (object, generation) -> the mask it was created with
 
