@@ -42,3 +42,11 @@ def test_bench_obj_kernel_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) 
     assert main(["bench", "obj", "--backend", "kernel", "--objects", "65"]) == 2
     err = capsys.readouterr().err
     assert "--objects" in err and "1..64" in err
+
+
+@pytest.mark.parametrize("kind", ["percpu", "cpumask"])
+def test_the_other_global_allocator_users_run_on_the_kernel(kind: str) -> None:
+    require_bpf()
+    from bpfmem.kernel.obj_prog import run_obj_kernel
+    r = run_obj_kernel(1, 16, 64, rounds=50, warmup=5, kind=kind)
+    assert r["failed_allocations"] == 0 and r["us_per_round"] > 0 and r["kind"] == kind

@@ -193,3 +193,28 @@ def test_plot_writes_one_figure_per_question(tmp_path: object, capsys: pytest.Ca
     with open(d["plots"][0], "rb") as f:
         head = f.read(8)
     assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(d["plots"][0]) > 20_000
+
+
+def test_6_7_percpu_global_allocator_at_boot_costs_what_kirill_measured() -> None:
+    """6.7 set up bpf_global_percpu_ma at boot with every size class prefilled on every CPU (41a5db8d8161):
+    on a 288-CPU VM per-CPU memory went from 111 MB to 969 MB (Kirill A. Shutemov, lore
+    20231109154934.4saimljtqx625l3v@box.shutemov.name), fixed in 6.8 (9beda16c257d)."""
+    from bpfmem.whatif.questions import global_world
+    base, _ = parse_policy("v6.7")
+    _, mm, _ = global_world(288, base, "percpu")
+    assert mm.slab.live_bytes / 1e6 == pytest.approx(969 - 111, rel=0.1)
+
+
+def test_bench_obj_kinds_follow_their_releases() -> None:
+    from bpfmem.whatif.obj import run_obj
+    with pytest.raises(ValueError, match="predates it"):
+        run_obj(1, rounds=10, policy="v6.6", kind="percpu")
+    with pytest.raises(ValueError, match="predates it"):
+        run_obj(1, rounds=10, policy="v6.2", kind="cpumask")
+    with pytest.raises(ValueError, match="--size must be 1..512"):
+        run_obj(1, rounds=10, kind="percpu", size=513)
+    # bpf_cpumask_release: bpf_mem_free (6.3) reuses at once; call_rcu (6.4-6.5) holds each for a GP
+    v63, v64 = run_obj(1, rounds=300, policy="v6.3", kind="cpumask"), run_obj(1, rounds=300, policy="v6.4", kind="cpumask")
+    assert v64["memory_bytes"] > 10 * v63["memory_bytes"] > 0 and v63["size"] == 40
+    pc = run_obj(1, rounds=300, kind="percpu")
+    assert pc["memory_bytes"] > 0 and pc["failed_allocations"] == 0

@@ -846,7 +846,8 @@ def bpf_mem_alloc(ma: BpfMemAlloc, cpu: Cpu, size: int) -> MemObj | None:
         raise ValueError("bpf_mem_alloc on a fixed-size allocator")
     if size == 0:
         return None
-    idx = bpf_mem_cache_idx(size + LLIST_NODE_SZ)
+    # a percpu object's header lives in its 16-byte slab part: the percpu area is ``size`` (41a5db8d8161)
+    idx = bpf_mem_cache_idx(size if ma.percpu else size + LLIST_NODE_SZ)
     if idx < 0:
         return None
     c = ma.caches[cpu.id][idx]
@@ -912,8 +913,8 @@ def bpf_mem_alloc_init(ma: BpfMemAlloc, size: int, percpu: bool, objcg: MemCgrou
     ``objcg`` is the creating task's memcg (``get_obj_cgroup_from_current``),
     or None for the root cgroup / ``cgroup.memory=nobpf``.
     """
-    if percpu and size == 0:
-        return -22
+    if percpu and size == 0 and not ma.profile.percpu_size_classes:
+        return -22                      # percpu size classes arrive in 6.7 (41a5db8d8161)
     ma.objcg = objcg
     ma.percpu = percpu
     percpu_size = LLIST_NODE_SZ + 8 if percpu else 0

@@ -64,6 +64,8 @@ class MemAllocProfile:
     # per-CPU caches: 1/3/1 watermarks and a prefill of 1 (0e2ba9f96f9b, 5b95e638f134: 6.8); before, the
     # unit-size rule of every other cache
     percpu_small_caches = False
+    # percpu objects of any size (``bpf_mem_alloc_init(ma, 0, true)``, bpf_global_percpu_ma): 6.7 (41a5db8d8161)
+    percpu_size_classes = False
     has_free_rcu = False
     # 6.1-6.6 restore IRQs before irq_work_raise() in unit_alloc/unit_free(_rcu); 6.7 raises first
     # (566f6de3cea3, 62cf51cb0ebe).  Same memory and speed; the difference is a preemption window
@@ -171,6 +173,7 @@ class V6_7(V6_6):
     name = "v6.7"
     kernel = "6.7 (Hou Tao, 'bpf: Enable IRQ after irq_work_raise() completes')"
     raise_after_irq_restore = False
+    percpu_size_classes = True
 
 
 class V6_8(V6_7):

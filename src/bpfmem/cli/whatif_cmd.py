@@ -164,21 +164,25 @@ def _print(results: list[dict[str, Any]]) -> None:
 @click.option("--policy", default="v6.18", show_default=True,
               help="Model: a release v6.2..v6.19/v7.0 with proposals (v6.18+drain); bpf_obj_drop frees with "
                    "bpf_mem_free_rcu from 6.8.")
+@click.option("--kind", type=click.Choice(["obj", "percpu", "cpumask"]), default="obj", show_default=True,
+              help="obj: bpf_obj_new/drop (bpf_global_ma); percpu: bpf_percpu_obj_new/drop (bpf_global_percpu_ma, "
+                   "6.7+, --size <= 512); cpumask: bpf_cpumask_create/release (bpf_cpumask_ma; --size ignored).")
 @click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
               help="kernel: the running kernel (root), the model beside it at the measured round time.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def bench_obj(producers: int, objects: int, size: int, rounds: int, warmup: int, cpus: int, policy: str,
-              backend: str, as_json: bool) -> None:
-    """Hou Tao's bench bpf_ma: bpf_obj_new/bpf_obj_drop of a batch per round per CPU through bpf_global_ma;
-    kmallocs per round and the slab it keeps (modelled), on the kernel the same rounds measured."""
+              kind: str, backend: str, as_json: bool) -> None:
+    """Hou Tao's bench bpf_ma: a batch of objects per round per CPU from a global allocator (bpf_obj_new, the
+    percpu variant, or bpf_cpumask_create), then freed; kmallocs per round and the memory it keeps (modelled),
+    on the kernel the same rounds measured."""
     from ..whatif.obj import run_obj
     kernel = None
     if backend == "kernel":
-        kernel = _obj_kernel(producers, objects, size, rounds, warmup)
+        kernel = _obj_kernel(producers, objects, size, rounds, warmup, kind)
         cpus = kernel["machine_cpus"]                  # the model gets this machine's CPUs
     try:
         r = run_obj(producers, objects, size, rounds, cpus, policy, warmup=warmup,
-                    round_ns=int(kernel["us_per_round"] * 1000) if kernel else 100_000)
+                    round_ns=int(kernel["us_per_round"] * 1000) if kernel else 100_000, kind=kind)
     except ValueError as e:
         fail(option_of(str(e), "--producers"), str(e))
     if as_json:
@@ -188,20 +192,21 @@ def bench_obj(producers: int, objects: int, size: int, rounds: int, warmup: int,
         click.echo(json.dumps(doc, indent=1))
         return
     pub = r["published_mib"]
-    click.echo(f"model ({policy}): {producers} producer(s), {objects} x {size} B per round, a round every "
-               f"{r['round_us']:g} us: {r['kmallocs_per_round']} kmallocs per round, slab kept "
-               f"{fmt_bytes(r['memory_bytes'])} (modelled)" + (f"; published {pub:.2f} MiB" if pub is not None else ""))
+    click.echo(f"model ({policy}, {r['what']}): {producers} producer(s), {objects} x {r['size']} B per round, a "
+               f"round every {r['round_us']:g} us: {r['kmallocs_per_round']} kmallocs per round, memory kept "
+               f"{fmt_bytes(r['memory_bytes'])} (modelled)" + (f"; published {pub:g} MiB" if pub is not None else ""))
     if kernel is not None:
         click.echo(f"kernel (measured): {kernel['kmallocs_per_round']} kmallocs per round, {kernel['us_per_round']:g} "
-                   f"us per round ({kernel['ns_per_alloc_free']:g} ns per bpf_obj_new + bpf_obj_drop, syscall "
-                   f"included); slab kept: not measurable here (the size class's cache is shared, see --json)")
+                   f"us per round ({kernel['ns_per_alloc_free']:g} ns per allocation + free, syscall included), "
+                   f"{kernel['failed_allocations']} failed; memory kept: not measurable here (charged to nobody; "
+                   f"the slab cache is shared, see --json)")
 
 
-def _obj_kernel(producers: int, objects: int, size: int, rounds: int, warmup: int) -> dict[str, Any]:
+def _obj_kernel(producers: int, objects: int, size: int, rounds: int, warmup: int, kind: str) -> dict[str, Any]:
     """``bench obj`` on the running kernel, or exit 2 with the reason it cannot run here."""
     from ..kernel.obj_prog import run_obj_kernel
     try:
-        return run_obj_kernel(producers, objects, size, rounds, warmup)
+        return run_obj_kernel(producers, objects, size, rounds, warmup, kind)
     except ValueError as e:
         fail(option_of(str(e), "--producers"), str(e))
     except OSError as e:

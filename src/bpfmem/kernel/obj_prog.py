@@ -30,7 +30,7 @@ from . import syscall as S
 from . import uapi as U
 from .arena_prog import kfunc_call
 from .storage_create import refused
-from .btf import BTF_MAGIC, KIND_ARRAY, KIND_FUNC, KIND_FUNC_PROTO, KIND_INT, KIND_STRUCT, find_func_id
+from .btf import BTF_MAGIC, KIND_ARRAY, KIND_FUNC, KIND_FUNC_PROTO, KIND_INT, KIND_STRUCT, find_func_id, struct_size
 
 MAX_OBJECTS = 64                 # one 8-byte stack slot per held object: 512 B of stack
 OBJ_TYPE_ID, FUNC_TYPE_ID = 4, 6
@@ -81,18 +81,27 @@ def btf_blob(size: int) -> bytes:
     return struct.pack("<HBBIIIII", BTF_MAGIC, 1, 0, 24, 0, len(types), len(types), len(strings)) + types + strings
 
 
-def program(objects: int, new_id: int, drop_id: int, counts: int, type_id: int = OBJ_TYPE_ID) -> bytes:
+# the kfuncs of each kind: (allocate, free); obj and percpu take (type id, meta), cpumask nothing
+KFUNCS = {"obj": ("bpf_obj_new_impl", "bpf_obj_drop_impl"),
+          "percpu": ("bpf_percpu_obj_new_impl", "bpf_percpu_obj_drop_impl"),
+          "cpumask": ("bpf_cpumask_create", "bpf_cpumask_release")}
+
+
+def program(objects: int, new_id: int, drop_id: int, counts: int, type_id: int = OBJ_TYPE_ID,
+            typed: bool = True) -> bytes:
     """``objects`` x ``bpf_obj_new(struct obj)`` into stack slots, then ``bpf_obj_drop`` of each non-NULL one;
-    the objects it got are added to ``counts[0]`` (an array map), so a NULL ``bpf_obj_new`` shows."""
+    the objects it got are added to ``counts[0]`` (an array map), so a NULL ``bpf_obj_new`` shows.  ``typed``
+    False: the kfuncs take no type (``bpf_cpumask_create``/``bpf_cpumask_release``)."""
     if not 1 <= objects <= MAX_OBJECTS:
         raise ValueError(f"--objects must be 1..{MAX_OBJECTS} on the kernel (one stack slot each), got {objects}")
     code: list[Any] = [A.mov64_imm(A.R6, 0)]                     # r6: objects allocated (callee-saved)
     for i in range(objects):
-        code += [A.mov64_imm(A.R1, type_id), A.mov64_imm(A.R2, 0), kfunc_call(new_id),
-                 A.stx_mem(A.DW, A.FP, A.R0, -8 * (i + 1))]
+        args = [A.mov64_imm(A.R1, type_id), A.mov64_imm(A.R2, 0)] if typed else []
+        code += [*args, kfunc_call(new_id), A.stx_mem(A.DW, A.FP, A.R0, -8 * (i + 1))]
     for i in range(objects):             # (counted here: a branch per bpf_obj_new would defeat state pruning)
         code += [A.ldx_mem(A.DW, A.R1, A.FP, -8 * (i + 1)), A.jeq_imm(A.R1, 0, f"null{i}"),
-                 A.mov64_imm(A.R2, 0), kfunc_call(drop_id), A.alu64_imm(A.ADD, A.R6, 1), A.label(f"null{i}")]
+                 *([A.mov64_imm(A.R2, 0)] if typed else []), kfunc_call(drop_id), A.alu64_imm(A.ADD, A.R6, 1),
+                 A.label(f"null{i}")]
     code += [A.st_mem(A.W, A.FP, -8, 0), A.ld_map_fd(A.R1, counts), A.mov64_reg(A.R2, A.FP),
              A.alu64_imm(A.ADD, A.R2, -8), A.call(A.MAP_LOOKUP_ELEM), A.jeq_imm(A.R0, 0, "out"),
              A.atomic_add(A.DW, A.R0, A.R6, 0), A.label("out")]
@@ -103,17 +112,20 @@ class ObjProgram:
     """One loaded program: ``run()`` is one round (allocate ``objects``, hold, free) on the calling CPU;
     ``allocated()`` the objects ``bpf_obj_new`` returned so far (all rounds, all CPUs)."""
 
-    def __init__(self, objects: int = 64, size: int = 128, type_id: int = OBJ_TYPE_ID) -> None:
+    def __init__(self, objects: int = 64, size: int = 128, type_id: int = OBJ_TYPE_ID, kind: str = "obj") -> None:
+        if kind not in KFUNCS:
+            raise ValueError(f"--kind must be one of {', '.join(KFUNCS)}, got {kind!r}")
         size_class(size)
-        new_id, drop_id = find_func_id("bpf_obj_new_impl"), find_func_id("bpf_obj_drop_impl")
+        new_id, drop_id = (find_func_id(f) for f in KFUNCS[kind])
         self.counts = S.map_create(U.BPF_MAP_TYPE_ARRAY, 4, 8, 1, name="obj_count")
         try:
             self.btf = S.btf_load(btf_blob(size))
             try:
-                self.prog = _load(program(objects, new_id, drop_id, self.counts.fd, type_id), self.btf)
+                self.prog = _load(program(objects, new_id, drop_id, self.counts.fd, type_id, kind != "cpumask"),
+                                  self.btf)
             except OSError as e:
                 self.btf.close()
-                raise OSError(e.errno, refused("loading the bpf_obj_new program", e)) from e
+                raise OSError(e.errno, refused(f"loading the {KFUNCS[kind][0]} program", e)) from e
             except BaseException:
                 self.btf.close()
                 raise
@@ -161,7 +173,7 @@ def _load(code: bytes, btf: S.BpfFd) -> S.BpfFd:
 
 
 def run_obj_kernel(producers: int, objects: int = 64, size: int = 128, rounds: int = 10000,
-                   warmup: int = 1000) -> dict[str, Any]:
+                   warmup: int = 1000, kind: str = "obj") -> dict[str, Any]:
     """Hou Tao's ``bench bpf_ma`` on the running kernel: ``producers`` threads, each pinned to its own CPU, run
     ``warmup`` rounds and then ``rounds`` measured ones.  Measured: this process's kmallocs per round (a
     ``raw_tp/kmalloc`` program; the refill irq_work runs on the producer's thread), the wall time per round,
@@ -172,9 +184,11 @@ def run_obj_kernel(producers: int, objects: int = 64, size: int = 128, rounds: i
         raise ValueError(f"--producers must be 1..{ncpu} on the kernel (one CPU each), got {producers}")
     if rounds < 1 or warmup < 0:
         raise ValueError(f"--rounds must be >= 1 and --warmup >= 0, got {rounds} and {warmup}")
-    cache = slab_cache(size)
+    if kind == "cpumask":
+        size = struct_size("bpf_cpumask")          # bpf_cpumask_ma's objects: sizeof(struct bpf_cpumask)
+    cache = "kmalloc-cg-16" if kind == "percpu" else slab_cache(size)       # a percpu object's slab part: 16 B
     cpus = sorted(os.sched_getaffinity(0))[:producers]
-    with ObjProgram(objects, size) as prog, S.map_create(U.BPF_MAP_TYPE_HASH, 4, 4, 1, name="obj_tgid") as me, \
+    with ObjProgram(objects, size, kind=kind) as prog, S.map_create(U.BPF_MAP_TYPE_HASH, 4, 4, 1, name="obj_tgid") as me, \
             kmalloc_counter(me) as kmallocs:
         S.map_update_elem(me, struct.pack("=I", os.getpid()), b"\0\0\0\0")
         before: dict[str, int] = {}
@@ -212,7 +226,7 @@ def run_obj_kernel(producers: int, objects: int = 64, size: int = 128, rounds: i
         asked = (warmup + rounds) * objects * producers
         got = prog.allocated()
     us_per_round = max(times) / rounds * 1e6
-    return {"backend": "kernel", "producers": producers, "objects": objects, "size": size, "rounds": rounds,
+    return {"backend": "kernel", "kind": kind, "producers": producers, "objects": objects, "size": size, "rounds": rounds,
             "warmup": warmup, "cpus": cpus, "machine_cpus": ncpu, "modelled": False, "slab_cache": cache,
             "kmallocs_per_round": round(k / rounds / producers, 3),
             "failed_allocations": asked - got,

@@ -16,13 +16,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..alloc import BpfMemAlloc, bpf_mem_alloc, bpf_mem_alloc_init, bpf_mem_free, bpf_mem_free_rcu
+from ..alloc import (BpfMemAlloc, bpf_mem_alloc, bpf_mem_alloc_init, bpf_mem_cache_alloc, bpf_mem_cache_free,
+                     bpf_mem_cache_free_rcu, bpf_mem_free, bpf_mem_free_rcu)
 from ..alloc.memalloc import MemObj
 from ..alloc.share import Share
 from ..backend.model import tasks_trace_for
 from ..backend.profile import load_profile
 from ..mm import Mm
-from ..rcu import Rcu
+from ..rcu import Rcu, call_rcu
 from ..sim import Cpu, Machine, RandomScheduler
 from .proposals import Base, parse_policy
 
@@ -54,18 +55,65 @@ class WhatIfConfig:
         parse_policy(self.policy)
 
 
-def global_world(cpus: int, base: Base) -> tuple[Machine, Mm, BpfMemAlloc]:
+# the users of the global allocators (``--kind``): the allocator each takes from, and from which release
+KINDS = {"obj": "bpf_obj_new/bpf_obj_drop on bpf_global_ma (6.2+, 958cf2e273f0)",
+         "percpu": "bpf_percpu_obj_new/bpf_percpu_obj_drop on bpf_global_percpu_ma (6.7+, 36d8bdf75a93)",
+         "cpumask": "bpf_cpumask_create/bpf_cpumask_release on bpf_cpumask_ma (6.3+, 516f4d3397c9)"}
+KIND_FROM = {"obj": (6, 2), "percpu": (6, 7), "cpumask": (6, 3)}
+CPUMASK_SIZE = 40             # sizeof(struct bpf_cpumask) with this machine kind's NR_CPUS (vmlinux BTF)
+PERCPU_MAX_SIZE = 512         # BPF_GLOBAL_PERCPU_MA_MAX_SIZE (5c1a37653260, 6.8)
+
+
+def global_world(cpus: int, base: Base, kind: str = "obj") -> tuple[Machine, Mm, BpfMemAlloc]:
     """A machine of ``cpus`` counted-object CPUs with the shipped grace-period profile (as ``base``'s release
-    runs its tasks-trace RCU), and its ``bpf_global_ma``: ``bpf_mem_alloc_init(&bpf_global_ma, 0, false)`` at
-    boot (a late_initcall, 958cf2e273f0), objcg NULL (root)."""
+    runs its tasks-trace RCU), and the allocator ``kind`` takes from, set up as the kernel does, objcg NULL
+    (root): ``bpf_global_ma`` (``bpf_mem_alloc_init(&bpf_global_ma, 0, false)`` at boot, 958cf2e273f0);
+    ``bpf_global_percpu_ma`` (size classes of percpu objects: at boot in 6.7, 41a5db8d8161; from 6.8 at the
+    first program that uses a unit size, 9beda16c257d/c39aa3b289e9 — the model prefills every class at once,
+    which only moves the boot level it measures from); ``bpf_cpumask_ma`` (fixed size, at boot)."""
+    from .proposals import release_key
+    if kind not in KINDS:
+        raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if release_key(base.release) < KIND_FROM[kind]:
+        need = KIND_FROM[kind]
+        raise ValueError(f"--kind {kind}: {KINDS[kind]}; {base.release} predates it (from v{need[0]}.{need[1]})")
     prof = load_profile(None)
     m = Machine(cpus, RandomScheduler(0))
     m.identity = False
     mm = Mm(m)
     rcu = Rcu(m, prof.rcu, tasks_trace_for(base.htab, prof.rcu, prof.tasks_trace))
     ma = BpfMemAlloc(m, mm, rcu, base.make_profile())
-    bpf_mem_alloc_init(ma, 0, False, None)
+    if bpf_mem_alloc_init(ma, CPUMASK_SIZE if kind == "cpumask" else 0, kind == "percpu", None):
+        raise ValueError(f"--kind {kind}: bpf_mem_alloc_init refused it under {base.release}")
     return m, mm, ma
+
+
+def obj_new(kind: str, ma: BpfMemAlloc, cpu: Cpu, size: int) -> MemObj | None:
+    """``bpf_obj_new``/``bpf_percpu_obj_new`` (``bpf_mem_alloc``) or ``bpf_cpumask_create``
+    (``bpf_mem_cache_alloc``)."""
+    return bpf_mem_cache_alloc(ma, cpu) if kind == "cpumask" else bpf_mem_alloc(ma, cpu, size)
+
+
+def obj_drop(kind: str, base: Base, ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> None:
+    """Free as the release's kfunc does: ``bpf_obj_drop`` (``bpf_obj_drop``), ``bpf_percpu_obj_drop``
+    (``bpf_mem_free_rcu``, 36d8bdf75a93), ``bpf_cpumask_release`` of the last reference (``bpf_mem_cache_free``
+    6.3; ``call_rcu`` then ``bpf_mem_cache_free`` 6.4-6.5, 77473d1a962f; ``bpf_mem_cache_free_rcu`` 6.6+,
+    8e07bb9ebcd9)."""
+    from .proposals import release_key
+    if obj is None:
+        return
+    if kind == "obj":
+        bpf_obj_drop(base, ma, cpu, obj)
+    elif kind == "percpu":
+        bpf_mem_free_rcu(ma, cpu, obj)
+    else:
+        key = release_key(base.release)
+        if key >= (6, 6):
+            bpf_mem_cache_free_rcu(ma, cpu, obj)
+        elif key >= (6, 4):
+            call_rcu(ma.rcu, bpf_mem_cache_free, ma, cpu, obj)
+        else:
+            bpf_mem_cache_free(ma, cpu, obj)
 
 
 def bpf_obj_drop(base: Base, ma: BpfMemAlloc, cpu: Cpu, obj: MemObj | None) -> None:
