@@ -20,6 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "userspace": set(),
     "check": {"sim"},
     "explore": {"*"},
+    "sweep": {"*"},            # runs bpfmem commands (cli) and writes reports
     "bench": {"workloads", "backend.protocol", "report"},
     "backend.protocol": set(),
     "backend.model": {"sim", "rcu", "mm", "alloc", "maps", "backend.protocol", "backend.costs", "backend.memo"},

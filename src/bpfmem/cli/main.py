@@ -257,12 +257,16 @@ def open_kernel(cpus: int, driver: str, policy: str) -> Any:
               help="Print where the bytes sit [default: when at most 3 results].")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write memory over time per list to this .png/.svg/.pdf file [default: no plot].")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the interactive report (bpfmem report) of this run to this .html file [default: none].")
 def bench_htab_mem(policy: str, backend: str, use_case: str, map_type: str, cpus: int | None, value_size: int,
                    max_entries: int | None, batch: int, duration: float, idle: float, poke: int, seed: int,
                    profile_path: str | None, driver: str, as_json: bool, sample_interval: float | None,
-                   fast_forward: bool, breakdown: bool | None, plot: str | None, quiet: bool) -> None:
+                   fast_forward: bool, breakdown: bool | None, plot: str | None, html_path: str | None,
+                   quiet: bool) -> None:
     """Run the htab-mem use cases and report memory like the kernel bench, plus where every byte sits."""
     check_plot_path(plot)
+    check_output_path("--html", html_path, (".html", ".htm"))
     if cpus is None:
         cpus = 8 if backend == "model" else len(os.sched_getaffinity(0))
     policies = kernel_policies(policy) if backend == "kernel" else expand_policy(policy)
@@ -316,6 +320,10 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, map_type: str, cpus
     if plot is not None:
         from ..report.plot import plot_htab_mem
         plot_htab_mem(results, plot, context=doc)
+    if html_path is not None:
+        from ..sweep.run import report_for_doc
+        from .params import given_options
+        report_for_doc(doc, html_path, "bench htab-mem", given_options(click.get_current_context()))
     if as_json:
         click.echo(json.dumps(doc, indent=1, sort_keys=False))
         return
@@ -323,6 +331,8 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, map_type: str, cpus
     print_htab_mem(console, doc, breakdowns=breakdown if breakdown is not None else len(results) <= 3)
     if plot is not None:
         console.print(f"plot written to {plot}")
+    if html_path is not None:
+        console.print(f"report written to {html_path}")
 
 
 def check_plot_path(plot: str | None) -> None:

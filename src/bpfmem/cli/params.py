@@ -57,3 +57,24 @@ def option_of(msg: str, default: str) -> str:
     """The option a model's ValueError names first (``--cpus must be ...``), else ``default``."""
     first = msg.split()[0].rstrip(":,") if msg else ""
     return first if first.startswith("--") else default
+
+
+def given_options(ctx: click.Context, skip: tuple[str, ...] = ("html_path",)) -> list[str]:
+    """The options the user gave (not defaults), as a command line: how to reproduce this run."""
+    out: list[str] = []
+    for p in ctx.command.params:
+        if p.name is None or p.name in skip or not isinstance(p, click.Option):
+            continue
+        if ctx.get_parameter_source(p.name) in (None, click.core.ParameterSource.DEFAULT):
+            continue
+        v = ctx.params.get(p.name)
+        flag = max(p.opts, key=len)
+        if p.is_flag:
+            if v:
+                out.append(flag)
+        elif isinstance(v, (list, tuple)) and p.multiple:
+            for x in v:
+                out += [flag, str(x)]
+        elif v is not None:
+            out += [flag, str(v)]
+    return out
