@@ -57,6 +57,7 @@ def test_add_del_on_diff_cpu_is_bounded_with_the_tgt_hint() -> None:
     assert long.steady_bytes < long.create_bytes + 4 * 300 * 104
 
 
+@pytest.mark.slow
 def test_add_del_on_diff_cpu_without_hint_holds_free_rate_times_gp_latency() -> None:
     """v6.2: the adder kmallocs while the deleter's trims wait for tasks-trace GPs, so held memory
     scales with free rate x GP latency (published htab-mem tables B.4/B.5: hundreds of MiB).  Before

@@ -46,7 +46,8 @@ def test_expected_verdict(scenario: str, policy: str) -> None:
 PLANTED_BUDGET = {"random": 2000, "pct": 2000}
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("scenario", [pytest.param(s, marks=pytest.mark.slow) if s.startswith("htab_churn") else s
+                                      for s in SCENARIOS])
 def test_planted_bug_needs_the_scheduler_and_every_strategy_finds_it(scenario: str) -> None:
     sc = SCENARIOS[scenario]
     seq = explore(scenario, sc.planted_policy, "dfs", 10, bound=0, planted=True)

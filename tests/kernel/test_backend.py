@@ -159,7 +159,10 @@ def _trim_batch_bytes(value_size: int) -> int:
     return (c.high_watermark + 1 - (c.high_watermark + c.low_watermark) // 2) * kmalloc_charge(unit)
 
 
-CASES = [(pol, uc, vs, n) for pol in ("v6.6", "prealloc") for uc in ("overwrite", "batch_add_batch_del")
+# two cases with the default tests, the other six with the slow ones
+CASES = [(pol, uc, vs, n) if (pol, uc, vs) in (("v6.6", "overwrite", 8), ("prealloc", "batch_add_batch_del", 1024))
+         else pytest.param(pol, uc, vs, n, marks=pytest.mark.slow)
+         for pol in ("v6.6", "prealloc") for uc in ("overwrite", "batch_add_batch_del")
          for vs, n in ((8, 1000), (1024, 10_000))]
 
 

@@ -503,6 +503,7 @@ def htab_attrs(draw: Callable[..., Any]) -> tuple[Any, ...]:
     return t, k, v, m, f, extra, node, name
 
 
+@pytest.mark.slow
 @RUN
 @given(htab_attrs())
 def test_htab_create_differential(args: tuple[Any, ...]) -> None:

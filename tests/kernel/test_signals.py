@@ -122,6 +122,7 @@ def _signal_matrix(points_per_signal: int, seed: int) -> None:
     assert outcomes.get("stopped", 0) >= len(SIGNALS) * points_per_signal // 2, outcomes
 
 
+@pytest.mark.slow
 @pytest.mark.kernel
 def test_signals_at_random_points_leave_nothing() -> None:
     _signal_matrix(points_per_signal=6, seed=1)
