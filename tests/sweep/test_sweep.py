@@ -280,3 +280,28 @@ def test_kernel_points_go_only_to_a_worker_with_the_bpf_resource(tmp_path: Any, 
     assert len(first) == 2
     assert main(["sweep", path, "--db", os.path.join(str(tmp_path), "local.duckdb"), "-q"]) == 0
     assert rows(os.path.join(str(tmp_path), "local.duckdb"), "select count(*), min(status) from runs") == [(4, "ok")]
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_the_report_puts_model_beside_kernel_and_published_beside_model(tmp_path: Any,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.kernel import require_bpf
+    require_bpf()
+    path = os.path.join(str(tmp_path), "mk.toml")
+    with open(path, "w") as f:
+        f.write('command = "bench htab-mem"\n[options]\nuse-case = "overwrite"\ncpus = 2\nduration = 0.2\n'
+                'idle = 0.1\npoke = 20\n[grid]\nbackend = ["model", "kernel"]\npolicy = ["v6.18", "prealloc"]\n')
+    db = os.path.join(str(tmp_path), "r.duckdb")
+    assert main(["sweep", path, "--db", db, "-q"]) == 0
+    rep = os.path.join(str(tmp_path), "rep.toml")
+    with open(rep, "w") as f:
+        f.write('command = "reproduce"\n[options]\nduration = 0.05\n[grid]\nname = ["B.2"]\n')
+    assert main(["sweep", rep, "--db", db, "-q"]) == 0
+    page = os.path.join(str(tmp_path), "report.html")
+    assert main(["report", db, "-o", page]) == 0
+    capsys.readouterr()
+    text = open(page).read()
+    assert "bench_htab_mem: model against kernel" in text and "reproduce B.2: published against model" in text
+    st = _open_in_chromium(page, tmp_path)
+    assert st["errors"] == [] and st["drawn"] == st["figures"], st

@@ -17,7 +17,8 @@ Format (TOML)::
     [[points]]                # explicit option sets, each merged over [options] (optional)
     policy = "prealloc"
 
-Option names are spelled as on the command line without the dashes; flags take true/false.
+Option names are spelled as on the command line without the dashes; flags take true/false; a command's
+positional argument by its name (whatif's ``question``, reproduce's ``name``).
 """
 
 from __future__ import annotations
@@ -128,8 +129,10 @@ def _check_names(cmd: click.Command, command: str, names: set[str], where: str) 
         if n in RESERVED:
             raise SpecError(f"{where}.{n}: a sweep sets --{n} itself")
         if n not in by_flag and not isinstance(known.get(n), click.Argument):
+            args = [p.name for p in cmd.params if isinstance(p, click.Argument) and p.name]
             raise SpecError(f"{where}.{n}: {command!r} has no option --{n}; allowed: "
-                            + ", ".join(sorted(k for k in by_flag if k not in RESERVED)))
+                            + ", ".join(sorted(k for k in by_flag if k not in RESERVED))
+                            + (f" and the argument {', '.join(args)}" if args else ""))
 
 
 def parse_spec(text: str, *, source: str = "SPEC") -> Spec:
