@@ -161,7 +161,10 @@ def test_arena_vs_htab_model_agrees_with_the_kernel(capsys) -> None:  # type: ig
     by = {(r["structure"].split()[0], r["backend"]): r for r in rows}
     for kind in ("htab", "arena"):
         m, k = by[(kind, "model")], by[(kind, "kernel")]
+        assert m["structure"] == k["structure"]                 # the same path on both (user space builds it)
         assert abs(m["bytes_per_element"] - k["bytes_per_element"]) <= 0.03 * k["bytes_per_element"], (m, k)
+    arena = by[("arena", "model")]
+    assert arena["peak_bytes"] == by[("arena", "kernel")]["peak_bytes"]
     assert main(["arena", "example", "--backend", "kernel", "--direction", "user-to-bpf", "--elements", "400",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["correct"]

@@ -137,3 +137,86 @@ def test_map_fixed_across_a_4g_boundary_moves_to_the_boundary(side: Any) -> None
     assert outcome(side.mmap, b, boundary - 4 * PAGE, 16 * PAGE, M.MAP_SHARED | M.MAP_FIXED_NOREPLACE) == "EEXIST"
     c = side.create(16, MMAPABLE)
     assert side.mmap(c, boundary + G4 - 4 * PAGE, 16 * PAGE, M.MAP_SHARED | M.MAP_FIXED_NOREPLACE) == boundary + G4
+
+
+# -- 6.18.44 re-check: user faults, NULL frees, reservations, mmap replacement, fork and split ----------------
+
+def _alloc(side: Any, a: Any, addr: int, n: int = 1, node: int = -1) -> int:
+    return int(a.bpf_arena_alloc_pages(addr, n, node_id=node))
+
+
+def test_a_user_fault_on_a_reserved_page_allocates_it(side: Any) -> None:
+    """``arena_vm_fault``: ``range_tree_clear`` of a clear range returns 0, so the page is allocated; a
+    reservation stops only program-side allocation."""
+    a = side.create(16, MMAPABLE)
+    addr = side.mmap(a, 0, 16 * PAGE)
+    assert a.bpf_arena_reserve_pages(addr + 9 * PAGE, 1) == 0
+    assert _alloc(side, a, addr + 9 * PAGE) == 0                     # reserved: no program allocation
+    assert side.read(a, addr + 9 * PAGE, 8) == bytes(8)              # no signal: a zeroed page
+    side.write(a, addr + 9 * PAGE, b"mine")
+    assert side.read(a, addr + 9 * PAGE, 4) == b"mine"
+    assert _alloc(side, a, addr + 9 * PAGE) == 0                     # now taken by the fault
+
+
+def test_an_mmap_longer_than_max_entries_faults_in_pages_past_it(side: Any) -> None:
+    a = side.create(2, MMAPABLE)
+    addr = side.mmap(a, 0, 16 * PAGE)
+    side.write(a, addr + 8 * PAGE, b"past")
+    assert side.read(a, addr + 8 * PAGE, 4) == b"past"
+    assert _alloc(side, a, addr + 12 * PAGE) == 0                    # programs only get max_entries pages
+    assert _alloc(side, a, 0) != 0
+
+
+def test_reserving_an_unaligned_address_returns_0_and_reserves_nothing(side: Any) -> None:
+    a = side.create(16, MMAPABLE)
+    addr = side.mmap(a, 0, 16 * PAGE)
+    assert a.bpf_arena_reserve_pages(addr + 5 * PAGE + 7, 1) == 0
+    assert _alloc(side, a, addr + 5 * PAGE) == addr + 5 * PAGE
+
+
+def test_freeing_null_does_nothing_so_a_page_whose_bpf_pointer_is_0_stays(side: Any) -> None:
+    """With user_vm_start's low 32 bits 0, page 0's pointer in 32-bit form is 0, which ``bpf_arena_free_pages``
+    takes for NULL: the page stays allocated (only its full 64-bit address frees it)."""
+    base = 0x7C00_0000_0000
+    a = side.create(16, MMAPABLE, base)
+    assert side.mmap(a, base, 16 * PAGE) == base
+    if side.name == "kernel":
+        assert a.bpf_arena_alloc_pages(base, 1, marker=0x55) == base     # the program writes 'U' there
+    else:
+        assert _alloc(side, a, base) == base
+        a.bpf_store(0, b"U")
+    a.bpf_arena_free_pages(0, 1)
+    assert _alloc(side, a, base) == 0 and side.read(a, base, 1) == b"U"
+    a.bpf_arena_free_pages(base, 1)
+    assert _alloc(side, a, base) == base
+
+
+def test_an_invalid_numa_node_gets_null(side: Any) -> None:
+    a = side.create(16, MMAPABLE)
+    side.mmap(a, 0, 16 * PAGE)
+    assert _alloc(side, a, 0, node=1000) == 0
+    assert _alloc(side, a, 0, node=0) != 0
+
+
+def test_map_private_longer_than_4g_is_e2big_first(side: Any) -> None:
+    a = side.create(16, MMAPABLE)
+    assert outcome(side.mmap, a, 0, G4 + PAGE, M.MAP_PRIVATE) == "E2BIG"     # get_unmapped_area runs first
+
+
+def test_a_second_map_fixed_mmap_over_the_mapping_replaces_it(side: Any) -> None:
+    a = side.create(16, MMAPABLE)
+    addr = side.mmap(a, 0, 16 * PAGE)
+    side.write(a, addr + 100, b"kept")
+    assert side.mmap(a, addr, 16 * PAGE, M.MAP_SHARED | M.MAP_FIXED) == addr
+    assert side.read(a, addr + 100, 4) == b"kept"                   # the pages belong to the map, not the VMA
+
+
+def test_a_forked_child_has_no_arena_and_a_partial_munmap_is_einval(side: Any) -> None:
+    a = side.create(16, MMAPABLE)
+    addr = side.mmap(a, 0, 16 * PAGE)
+    side.write(a, addr + 3 * PAGE, b"x")
+    with pytest.raises(M.ArenaFault if side.name == "model" else Exception, match="SIGSEGV"):
+        a.child_read(addr + 3 * PAGE, 1)
+    partial = (lambda: a.munmap(addr, PAGE)) if side.name == "model" else (lambda: a.munmap_range(addr, PAGE))
+    assert outcome(partial) == "EINVAL"
+    assert side.read(a, addr + 3 * PAGE, 1) == b"x"

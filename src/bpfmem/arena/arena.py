@@ -35,10 +35,21 @@ no CAP_BPF (EPERM), then the arena's EINVAL / E2BIG / ERANGE, then the name
 (EINVAL, after the allocation).  Fields are ``__u32`` (``map_extra`` ``__u64``):
 values outside cannot reach the kernel and are refused with ``ValueError``.
 
-Deviations: one user process (``UserSpace``); a user fault on a page that is
-reserved (not free, no page) is a SIGSEGV here (the kernel's exact outcome was
-not re-read); kernel-side faults are recorded in ``faults`` (6.17+ reports them
-to the program's stderr stream).
+User faults (``arena_vm_fault``): a page with no page behind it is allocated
+and charged whatever the range tree says — ``range_tree_clear()`` of a clear
+(reserved or already taken) range returns 0 — so reservations stop only
+program-side allocation, and with ``map_extra`` 0 an mmap longer than
+``max_entries`` pages faults in pages past it (the range tree only ever held
+``max_entries``).  Only ``BPF_F_SEGV_ON_FAULT``, a memcg refusal or an address
+outside the VMA is a SIGSEGV.  A second ``MAP_FIXED`` mmap over the mapping
+replaces it (the old VMA closes, the new one has the same start and end).  The
+VMA is ``VM_DONTCOPY`` and refuses a split (6.18: ``arena_vm_may_split``): a
+forked child has no arena mapping (``child_read`` is a SIGSEGV) and a partial
+munmap is EINVAL.  All verified on 6.18.44 (tests/arena/test_rules.py).
+
+Deviations: one user process (``UserSpace``; a fork is ``child_read``);
+kernel-side faults are recorded in ``faults`` (6.17+ reports them to the
+program's stderr stream).
 """
 
 from __future__ import annotations
@@ -190,6 +201,7 @@ class BpfArena:
         bpf_obj_name_cpy(name)      # map_create() checks the name after arena_map_alloc(); nothing to free here
         self.max_entries = max_entries
         self.map_flags = map_flags
+        self.nr_node_ids = nr_node_ids
         self.memcg = memcg
         self.user = user or UserSpace()
         self.user_vm_start = map_extra
@@ -202,7 +214,9 @@ class BpfArena:
         self._pt_pages: set[int] = set()             # 2 MiB regions with a user PTE page
         self.vma: tuple[int, int] | None = None
         self.faults: list[str] = []
-        self._mem = mmap.mmap(-1, vm_range, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+        # backing bytes for the whole 32-bit page offset space (a user mapping may be longer than max_entries);
+        # MAP_NORESERVE: only touched pages cost host memory
+        self._mem = mmap.mmap(-1, SZ_4G, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
         self.closed = False
 
     # -- address translation ----------------------------------------------------------------------
@@ -251,8 +265,11 @@ class BpfArena:
         return (self.user_vm_end - self.user_vm_start) >> PAGE_SHIFT
 
     def bpf_arena_alloc_pages(self, addr: int, page_cnt: int, node_id: int = -1, flags: int = 0) -> int:
-        """``bpf_arena_alloc_pages()`` -> ``arena_alloc_pages()``: full user address, or 0 (NULL)."""
+        """``bpf_arena_alloc_pages()`` -> ``arena_alloc_pages()``: full user address, or 0 (NULL).  A node that
+        is neither NUMA_NO_NODE (-1) nor a possible node gets NULL (6.18.44, measured: node 1000)."""
         if flags or page_cnt <= 0 or not self.user_vm_end:
+            return 0
+        if node_id != -1 and not 0 <= node_id < self.nr_node_ids:
             return 0
         cnt_max = self.page_cnt_max()
         if page_cnt > cnt_max:
@@ -283,7 +300,11 @@ class BpfArena:
         return clear_lo32(self.user_vm_start) + uaddr32
 
     def bpf_arena_free_pages(self, ptr: int, page_cnt: int) -> None:
-        """``bpf_arena_free_pages()`` -> ``arena_free_pages()``: only the low 32 bits count."""
+        """``bpf_arena_free_pages()`` -> ``arena_free_pages()``: only the low 32 bits count; a NULL ``ptr`` (or
+        ``page_cnt`` 0) does nothing — so when ``user_vm_start``'s low 32 bits are 0, page 0's BPF pointer is 0
+        and that page can never be freed by a program."""
+        if not ptr or page_cnt <= 0:
+            return
         uaddr = u32(ptr) & ~(PAGE_SIZE - 1)
         full = clear_lo32(self.user_vm_start) + uaddr
         end = min(self.user_vm_end, full + page_cnt * PAGE_SIZE)
@@ -300,9 +321,10 @@ class BpfArena:
                 self._uncharge_page()
 
     def bpf_arena_reserve_pages(self, ptr: int, page_cnt: int) -> int:
-        """``bpf_arena_reserve_pages()`` (≈6.17): 0, -EINVAL (out of range) or -EBUSY (allocated)."""
+        """``bpf_arena_reserve_pages()`` (≈6.17): 0, -EINVAL (out of range) or -EBUSY (allocated).  An
+        unaligned ``ptr`` returns 0 and reserves nothing (6.18.44, measured)."""
         if ptr & (PAGE_SIZE - 1):
-            return -EINVAL
+            return 0
         pgoff = self.compute_pgoff(ptr)
         if pgoff + page_cnt > self.page_cnt_max():
             return -EINVAL
@@ -346,9 +368,8 @@ class BpfArena:
     # -- the user side ------------------------------------------------------------------------------------
     def mmap(self, addr: int, length: int, prot: int = PROT_READ | PROT_WRITE, flags: int = MAP_SHARED,
              pgoff: int = 0) -> int:
-        """``mmap(map_fd)``: ``arena_get_unmapped_area`` + ``arena_map_mmap``; raises ``ArenaError``."""
-        if not flags & MAP_SHARED:
-            raise ArenaError(EINVAL, "arena mmap needs MAP_SHARED")
+        """``mmap(map_fd)``: ``arena_get_unmapped_area`` (its errors first), then ``bpf_map_mmap`` (VM_SHARED),
+        then ``arena_map_mmap``; raises ``ArenaError``."""
         if pgoff:
             raise ArenaError(EINVAL, "arena mmap needs offset 0")
         if length > SZ_4G:
@@ -360,6 +381,10 @@ class BpfArena:
                 raise ArenaError(EINVAL, "length must equal the arena's user range")
             if addr != self.user_vm_start:
                 raise ArenaError(EINVAL, f"address must be user_vm_start 0x{self.user_vm_start:x}")
+        replacing = (flags & MAP_FIXED and self.vma is not None and addr == self.vma[0]
+                     and addr + length == self.vma[1])
+        if replacing:                                 # MAP_FIXED over our own mapping: the old VMA goes first
+            self.munmap()
         ret = self.user.get_unmapped_area(addr, length * 2, flags)
         if (ret >> 32) != ((ret + length - 1) >> 32):
             ret = -(-ret // SZ_4G) * SZ_4G           # round_up(ret, SZ_4G), even under MAP_FIXED
@@ -367,6 +392,8 @@ class BpfArena:
             raise ArenaError(EEXIST, f"MAP_FIXED_NOREPLACE: 0x{ret:x} is already mapped")
         if not (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) and not self.user.is_free(ret, length):
             ret = self.user.get_unmapped_area(0, length * 2, 0)
+        if not flags & MAP_SHARED:                    # bpf_map_mmap(), after get_unmapped_area
+            raise ArenaError(EINVAL, "arena mmap needs MAP_SHARED")
         if self.vma is not None or (self.user_vm_start and self.user_vm_start != ret):
             raise ArenaError(EBUSY, "arena already mapped at another address")
         if self.user_vm_end and self.user_vm_end != ret + length:
@@ -376,10 +403,13 @@ class BpfArena:
         self.user.vmas.append(self.vma)
         return ret
 
-    def munmap(self) -> None:
-        """Pages stay (and stay charged); only user page tables go."""
+    def munmap(self, addr: int | None = None, length: int | None = None) -> None:
+        """Pages stay (and stay charged); only user page tables go.  Only the whole VMA: a partial range is
+        EINVAL (``arena_vm_may_split``, 6.18)."""
         if self.vma is None:
             return
+        if (addr is not None and addr != self.vma[0]) or (length is not None and length != self.vma[1] - self.vma[0]):
+            raise ArenaError(EINVAL, "arena VMAs cannot be split: munmap the whole mapping")
         self.user.vmas.remove(self.vma)
         self.vma = None
         self.user_ptes.clear()
@@ -400,8 +430,6 @@ class BpfArena:
             if self.map_flags & BPF_F_SEGV_ON_FAULT:
                 raise ArenaFault(f"SIGSEGV: page 0x{uaddr & ~(PAGE_SIZE - 1):x} was never allocated "
                                  "(BPF_F_SEGV_ON_FAULT)")
-            if not self.rt.is_set(pgoff, 1):
-                raise ArenaFault(f"SIGSEGV: page 0x{uaddr & ~(PAGE_SIZE - 1):x} is reserved")
             if not self._charge_page():
                 raise ArenaFault("SIGSEGV: page allocation failed (memcg limit)")
             self.rt.clear(pgoff, 1)
@@ -414,6 +442,10 @@ class BpfArena:
                 if self.user.memcg is not None:
                     self.user.memcg.try_charge(PAGE_SIZE)
         return pgoff
+
+    def child_read(self, uaddr: int, size: int) -> bytes:
+        """A read by a forked child: the VMA is ``VM_DONTCOPY``, so the child has no mapping there."""
+        raise ArenaFault(f"SIGSEGV: 0x{uaddr:x}: a forked child has no arena mapping (VM_DONTCOPY)")
 
     def user_read(self, uaddr: int, size: int) -> bytes:
         out = bytearray()

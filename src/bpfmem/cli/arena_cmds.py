@@ -387,8 +387,13 @@ def bench_arena_vs_htab(elements: int, value_size: int, delete_fraction: float, 
             cg = root.child("map")
             a: Any = BpfArena(1 << 20, BPF_F_MMAPABLE, memcg=cg, user=UserSpace(memcg=root))
             a.mmap(0, 1 << 32)
-            r = arena_side_run(a, lambda: cg.usage, BpfSide(a), elements, value_size, delete)
-            r.update(structure="arena hash table (bpf side, page frags)", backend="model", modelled=True)
+            # beside the kernel row the model takes the kernel row's path (user space builds the table, pages
+            # come from user faults); alone it builds it on the BPF side (bpf_arena_alloc_pages)
+            user_path = backend == "both"
+            side = UserSide(a) if user_path else BpfSide(a)
+            r = arena_side_run(a, lambda: cg.usage, side, elements, value_size, delete)
+            r.update(structure="arena hash table (user space, page frags)" if user_path else
+                     "arena hash table (bpf side, page frags)", backend="model", modelled=True)
             a.close()
         else:
             from ..kernel import syscall as S

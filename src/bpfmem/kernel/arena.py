@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ctypes as C
 import os
-from typing import Callable
+from typing import Any, Callable
 
 from . import syscall as S
 from . import uapi as U
@@ -116,30 +116,68 @@ class KernelArena:
             return ptr32 & 0xFFFF_FFFF
         return (self.user_vm_start & ~0xFFFF_FFFF) | (ptr32 & 0xFFFF_FFFF) if ptr32 else 0
 
-    def bpf_arena_alloc_pages(self, addr: int, page_cnt: int, node_id: int = -1, flags: int = 0,
-                              marker: int = 0) -> int:
-        """Run the real kfunc from a sleepable program (``arena_prog``); it writes ``marker`` to the
-        first page.  Returns the full user address or 0."""
-        if flags or node_id != -1:
-            raise ValueError("the program passes flags 0 and NUMA_NO_NODE")
+    def _program(self) -> Any:
         if not self.length:
             raise ArenaFault("mmap the arena first: a program needs its user address")
         if self._prog is None:
             from .arena_prog import ArenaAllocProgram
             self._prog = ArenaAllocProgram(self.map)
-        got = int(self._prog.alloc(addr, page_cnt, marker))
+        return self._prog
+
+    def bpf_arena_alloc_pages(self, addr: int, page_cnt: int, node_id: int = -1, flags: int = 0,
+                              marker: int = 0) -> int:
+        """Run the real kfunc from a sleepable program (``arena_prog``); it writes ``marker`` to the
+        first page.  Returns the full user address or 0."""
+        if flags:
+            raise ValueError("the program passes flags 0")
+        got = int(self._program().alloc(addr, page_cnt, marker, node_id))
         if got:
             first = (got - self.user_vm_start) // PAGE_SIZE
             self.allocated.update(range(first, first + page_cnt))
         return got
 
+    def bpf_arena_free_pages(self, ptr: int, page_cnt: int) -> None:
+        """The real ``bpf_arena_free_pages`` kfunc, from the same program."""
+        self._program().free(ptr, page_cnt)
+
+    def bpf_arena_reserve_pages(self, ptr: int, page_cnt: int) -> int:
+        """The real ``bpf_arena_reserve_pages`` kfunc (≈6.17): 0 or a negative errno."""
+        return int(self._program().reserve(ptr, page_cnt))
+
+    def munmap_range(self, addr: int, length: int) -> None:
+        """``munmap(addr, length)`` of part (or all) of the mapping; ``OSError`` with the kernel's errno."""
+        raw_munmap(addr, length)
+        if addr == self.user_vm_start and length == self.length:
+            self.length = 0
+
+    def child_read(self, uaddr: int, size: int) -> bytes:
+        """Read ``size`` bytes at ``uaddr`` in a forked child; ``ArenaFault`` if the child dies of SIGSEGV."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                      # the child: read, report, exit (no Python cleanup)
+            try:
+                import faulthandler
+                faulthandler.disable()                    # its SIGSEGV is the expected outcome, not a crash
+                os.close(r)
+                os.write(w, C.string_at(uaddr, size))
+            finally:
+                os._exit(0)
+        os.close(w)
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            raise ArenaFault(f"SIGSEGV: the forked child died of signal {os.WTERMSIG(status)} reading 0x{uaddr:x}")
+        return data
+
     def _no_program(self, *_a: object) -> int:
-        raise NotImplementedError("program-side loads, stores and frees on a kernel arena are not driven "
+        raise NotImplementedError("program-side loads and stores on a kernel arena are not driven "
                                   "from Python; see docs/arena.md")
 
     bpf_load: Callable[..., bytes] = _no_program  # type: ignore[assignment]
     bpf_store: Callable[..., None] = _no_program  # type: ignore[assignment]
-    bpf_arena_free_pages: Callable[..., None] = _no_program  # type: ignore[assignment]
 
     def close(self) -> None:
         if self._prog is not None:

@@ -20,7 +20,8 @@ from .btf import find_func_id
 
 BPF_PSEUDO_KFUNC_CALL = 2
 BPF_ADDR_SPACE_CAST = 1
-_CTRL = struct.Struct("<QQQQ")   # addr, page_cnt, marker, result
+_CTRL = struct.Struct("<QQQQqqq")   # addr, page_cnt, marker, result, op, node_id, status
+OP_ALLOC, OP_FREE, OP_RESERVE = 0, 1, 2
 
 
 def kfunc_call(btf_id: int) -> A.Insn:
@@ -33,12 +34,26 @@ def cast_kern(dst: int, src: int) -> A.Insn:
 
 
 class ArenaAllocProgram:
-    """Loads the program for one arena map; ``alloc(addr, cnt, marker)`` returns the kfunc's result."""
+    """Loads the program for one arena map; ``alloc(addr, cnt, marker)`` returns the kfunc's result,
+    ``free(ptr, cnt)`` calls ``bpf_arena_free_pages`` and ``reserve(ptr, cnt)`` ``bpf_arena_reserve_pages``
+    (≈6.17; ``OSError`` where the kernel has none).  One program: the control record's ``op`` picks the kfunc."""
 
     def __init__(self, arena_map: S.BpfFd) -> None:
         kid = find_func_id("bpf_arena_alloc_pages")
+        fid = find_func_id("bpf_arena_free_pages")
+        try:
+            rid: int | None = find_func_id("bpf_arena_reserve_pages")
+        except LookupError:
+            rid = None
+        self.has_reserve = rid is not None
         self.ctrl = S.map_create(U.BPF_MAP_TYPE_ARRAY, 4, _CTRL.size, 1, name="arena_ctrl")
         try:
+            reserve: list[A.Item] = [
+                A.label("reserve"),
+                A.ld_map_fd(A.R1, arena_map.fd), A.ldx_mem(A.DW, A.R2, A.R9, 0), A.ldx_mem(A.DW, A.R3, A.R9, 8),
+                kfunc_call(rid), A.stx_mem(A.DW, A.R9, A.R0, 48),          # status = the kfunc's int
+                A.jmp("out"),
+            ] if rid is not None else []
             code = A.assemble([
                 A.st_mem(A.W, A.FP, -4, 0),
                 A.ld_map_fd(A.R1, self.ctrl.fd),
@@ -47,10 +62,13 @@ class ArenaAllocProgram:
                 A.call(A.MAP_LOOKUP_ELEM),
                 A.jeq_imm(A.R0, 0, "out"),
                 A.mov64_reg(A.R9, A.R0),                       # r9 = &ctrl
+                A.ldx_mem(A.DW, A.R1, A.R9, 32),               # op
+                A.jeq_imm(A.R1, OP_FREE, "free"),
+                *([A.jeq_imm(A.R1, OP_RESERVE, "reserve")] if rid is not None else []),
                 A.ldx_mem(A.DW, A.R2, A.R9, 0),                # addr
                 A.ldx_mem(A.DW, A.R3, A.R9, 8),                # page_cnt
                 A.ld_map_fd(A.R1, arena_map.fd),
-                A.mov64_imm(A.R4, -1),                         # NUMA_NO_NODE
+                A.ldx_mem(A.DW, A.R4, A.R9, 40),               # node_id (-1: NUMA_NO_NODE)
                 A.mov64_imm(A.R5, 0),                          # flags
                 kfunc_call(kid),
                 A.stx_mem(A.DW, A.R9, A.R0, 24),               # result = full user address (or 0)
@@ -58,6 +76,12 @@ class ArenaAllocProgram:
                 cast_kern(A.R6, A.R0),
                 A.ldx_mem(A.DW, A.R7, A.R9, 16),               # marker
                 A.stx_mem(A.DW, A.R6, A.R7, 0),                # *(u64 *)page = marker
+                A.jmp("out"),
+                A.label("free"),
+                A.ld_map_fd(A.R1, arena_map.fd), A.ldx_mem(A.DW, A.R2, A.R9, 0), A.ldx_mem(A.DW, A.R3, A.R9, 8),
+                kfunc_call(fid),
+                A.jmp("out"),
+                *reserve,
                 A.label("out"),
                 A.mov64_imm(A.R0, 0),
                 A.exit_(),
@@ -67,12 +91,23 @@ class ArenaAllocProgram:
             self.ctrl.close()
             raise
 
-    def alloc(self, addr: int, page_cnt: int, marker: int = 0) -> int:
-        S.map_update_elem(self.ctrl, b"\0\0\0\0", _CTRL.pack(addr, page_cnt, marker, 0))
+    def _run(self, op: int, addr: int, page_cnt: int, marker: int = 0, node_id: int = -1) -> tuple[int, ...]:
+        S.map_update_elem(self.ctrl, b"\0\0\0\0", _CTRL.pack(addr, page_cnt, marker, 0, op, node_id, 0))
         S.prog_test_run(self.prog, b"", repeat=0)
         raw = S.map_lookup_elem(self.ctrl, b"\0\0\0\0")
         assert raw is not None
-        return _CTRL.unpack(raw)[3]
+        return _CTRL.unpack(raw)
+
+    def alloc(self, addr: int, page_cnt: int, marker: int = 0, node_id: int = -1) -> int:
+        return self._run(OP_ALLOC, addr, page_cnt, marker, node_id)[3]
+
+    def free(self, ptr: int, page_cnt: int) -> None:
+        self._run(OP_FREE, ptr, page_cnt)
+
+    def reserve(self, ptr: int, page_cnt: int) -> int:
+        if not self.has_reserve:
+            raise OSError(95, "this kernel has no bpf_arena_reserve_pages kfunc")
+        return self._run(OP_RESERVE, ptr, page_cnt)[6]
 
     def close(self) -> None:
         self.prog.close()

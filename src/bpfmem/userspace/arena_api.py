@@ -137,12 +137,13 @@ class BpfSide:
         return value & 0xFFFF_FFFF
 
     def alloc_pages(self, page_cnt: int) -> int:
-        """The kfunc returns the full user address; the program keeps the low 32 bits.  A page at the
-        arena's 4 GiB-aligned start comes back as 0 = NULL: the program cannot tell it from failure."""
+        """The kfunc returns the full user address (never 0 for a page it gave); the program keeps the low 32
+        bits.  A page at the arena's 4 GiB-aligned start has 32-bit pointer 0: stored in the arena it reads back
+        as NULL, and ``bpf_arena_free_pages`` of it is a no-op (``!ptr__ign``), so the page can never be freed."""
         full = self.arena.bpf_arena_alloc_pages(0, page_cnt, -1, 0)
         if full and not full & 0xFFFF_FFFF:
             raise ArenaNullPointerError(f"bpf_arena_alloc_pages returned 0x{full:x}: its 32-bit arena pointer "
-                                        "is 0, which a BPF program reads as NULL (allocation failed)")
+                                        "is 0, which reads back as NULL and which bpf_arena_free_pages ignores")
         return full & 0xFFFF_FFFF
 
     def free_pages(self, ptr: int, page_cnt: int) -> None:
