@@ -168,3 +168,26 @@ def test_arena_vs_htab_model_agrees_with_the_kernel(capsys) -> None:  # type: ig
     assert main(["arena", "example", "--backend", "kernel", "--direction", "user-to-bpf", "--elements", "400",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["correct"]
+
+
+def test_faults_on_reserved_pages_and_past_max_entries_are_charged_alike() -> None:
+    """A user fault on a reserved page, and one past max_entries in a longer mapping, each allocate a page
+    charged 4096 B to the map creator: on the kernel (6.18.44) and on the model."""
+    require_kernel_backend()
+    cg, ka = kernel_arena_in_cgroup(2)
+    root = MemCgroup()
+    mcg = root.child("map")
+    m = BpfArena(2, BPF_F_MMAPABLE, memcg=mcg, user=UserSpace(memcg=root))
+    try:
+        for a, usage in ((ka, cg.usage), (m, lambda: mcg.usage)):
+            addr = a.mmap(0, 16 * PAGE)
+            assert a.bpf_arena_reserve_pages(addr + PAGE, 1) == 0
+            base = usage()
+            a.user_write(addr + PAGE, b"r")                  # reserved: allocated anyway
+            a.user_write(addr + 8 * PAGE, b"p")              # past max_entries (2 pages)
+            assert abs((usage() - base) - 2 * PAGE) <= 8, (a, usage() - base)
+            assert a.user_read(addr + PAGE, 1) == b"r" and a.user_read(addr + 8 * PAGE, 1) == b"p"
+    finally:
+        ka.close()
+        cg.remove()
+        m.close()
