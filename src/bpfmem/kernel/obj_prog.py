@@ -199,17 +199,24 @@ def run_obj_kernel(producers: int, objects: int = 64, size: int = 128, rounds: i
         times: list[float] = [0.0] * producers
         errors: list[BaseException] = []
         warm = threading.Barrier(producers, action=mark)
+        stop = threading.Event()                        # a signal in the main thread stops the producers
 
         def producer(i: int) -> None:
             try:
                 os.sched_setaffinity(0, {cpus[i]})      # this thread only (pid 0: the calling thread)
                 for _ in range(warmup):
+                    if stop.is_set():
+                        return
                     prog.run()
                 warm.wait()
                 t0 = time.perf_counter()
                 for _ in range(rounds):
+                    if stop.is_set():
+                        return
                     prog.run()
                 times[i] = time.perf_counter() - t0
+            except threading.BrokenBarrierError:
+                return                                  # another producer failed or the run was stopped
             except BaseException as e:                  # re-raised in the caller
                 errors.append(e)
                 warm.abort()
@@ -217,8 +224,16 @@ def run_obj_kernel(producers: int, objects: int = 64, size: int = 128, rounds: i
         threads = [threading.Thread(target=producer, args=(i,)) for i in range(producers)]
         for th in threads:
             th.start()
-        for th in threads:
-            th.join()
+        try:
+            for th in threads:
+                while th.is_alive():
+                    th.join(0.1)                        # short joins: the main thread takes signals
+        except BaseException:
+            stop.set()
+            warm.abort()
+            for th in threads:
+                th.join()
+            raise
         if errors:
             raise errors[0]
         k = kmallocs.read_tgids() - before["k"]

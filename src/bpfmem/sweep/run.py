@@ -52,13 +52,20 @@ def _profile_hash(path: str) -> str:
 def run_point(command: str, argv: list[str]) -> dict[str, Any]:
     """Run ``bpfmem COMMAND ARGV --json`` here; the outcome as plain data (picklable, for any pool)."""
     from ..cli.main import _run
-    from ..kernel.lifecycle import teardown
+    from ..kernel.lifecycle import Terminated, signals_as_exceptions, teardown
     out, err = io.StringIO(), io.StringIO()
-    with _LOCK, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    # a worker process's main thread turns SIGTERM/SIGINT into an exception, so teardown() removes what a
+    # kernel point made (a Dask worker runs points in other threads: its own shutdown applies)
+    signals = signals_as_exceptions() if threading.current_thread() is threading.main_thread() \
+        else contextlib.nullcontext()
+    with signals, _LOCK, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         started = time.time()
         try:
             code = _run([*command.split(), *argv, "--json", *(["-q"] if command.startswith("bench") and
                                                                command != "bench obj" else [])])
+        except Terminated:
+            teardown()                   # what the point made is removed; the worker stops for good (its driver
+            os._exit(143)                # is gone or cancelled: the pool's queues would keep it waiting forever)
         finally:
             teardown()
         ended = time.time()
@@ -69,20 +76,30 @@ def run_point(command: str, argv: list[str]) -> dict[str, Any]:
             "worker": f"{platform.node()}:{os.getpid()}"}
 
 
+def _die_with_parent() -> None:
+    """A worker process gets SIGTERM when the driver dies, even by ``kill -9`` (``PR_SET_PDEATHSIG``)."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)    # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 class LocalPool:
     """Worker processes on this machine: ``jobs`` for model points, one for kernel points."""
 
     def __init__(self, jobs: int) -> None:
         import multiprocessing
         ctx = multiprocessing.get_context("spawn")
-        self.model = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+        self.model = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_die_with_parent)
         self.kernel: ProcessPoolExecutor | None = None
         self.ctx = ctx
 
     def submit(self, command: str, pt: Point) -> Future[Any]:
         if pt.kernel:
             if self.kernel is None:
-                self.kernel = ProcessPoolExecutor(max_workers=1, mp_context=self.ctx)
+                self.kernel = ProcessPoolExecutor(max_workers=1, mp_context=self.ctx, initializer=_die_with_parent)
             return self.kernel.submit(run_point, command, pt.argv())
         return self.model.submit(run_point, command, pt.argv())
 
@@ -91,9 +108,15 @@ class LocalPool:
         return set(done), set(rest)
 
     def close(self, cancel: bool = False) -> None:
+        """Cancelled (the driver was interrupted): the workers are asked to stop now (SIGTERM: a point being run
+        tears down what it made) rather than finish their points."""
         for ex in (self.model, self.kernel):
-            if ex is not None:
-                ex.shutdown(wait=not cancel, cancel_futures=cancel)
+            if ex is None:
+                continue
+            if cancel:
+                for proc in list(getattr(ex, "_processes", {}).values()):
+                    proc.terminate()
+            ex.shutdown(wait=True, cancel_futures=cancel)
 
 
 class DaskPool:
