@@ -78,6 +78,18 @@ def sweep_cmd(spec_path: str, jobs: int | None, dask_address: str | None, db_pat
         click.echo(f"exported {len(exported)} tables to {export[1] if export else ''}")
 
 
+def _open_results(db_path: str) -> Any:
+    """A results database opened read-only, or exit 2 naming RESULTS.duckdb (missing, or not a bpfmem one)."""
+    from ..sweep.db import DbError, connect
+    if not os.path.exists(db_path):
+        fail("RESULTS.duckdb", f"no such file {db_path!r}")
+    try:
+        return connect(db_path, create=False, read_only=True)
+    except DbError as e:
+        fail("RESULTS.duckdb", str(e))
+    raise AssertionError("unreachable")
+
+
 @cli.command("report")
 @click.argument("db_path", metavar="RESULTS.duckdb", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default="report.html", show_default=True,
@@ -86,13 +98,7 @@ def sweep_cmd(spec_path: str, jobs: int | None, dask_address: str | None, db_pat
 def report_cmd(db_path: str, out: str, sweep_id: str | None) -> None:
     """One self-contained HTML page of a results database: interactive plots and a sortable table of points."""
     from ..report.html import write_report
-    from ..sweep.db import DbError, connect
-    if not os.path.exists(db_path):
-        fail("RESULTS.duckdb", f"no such file {db_path!r}")
-    try:
-        con = connect(db_path, create=False, read_only=True)
-    except DbError as e:
-        fail("RESULTS.duckdb", str(e))
+    con = _open_results(db_path)
     try:
         if sweep_id is not None and not con.execute("select 1 from sweeps where sweep_id = ?", [sweep_id]).fetchone():
             fail("--sweep", f"no sweep {sweep_id!r} in {db_path}")
@@ -111,13 +117,7 @@ def report_cmd(db_path: str, out: str, sweep_id: str | None) -> None:
 def query_cmd(db_path: str, sql: str, as_json: bool) -> None:
     """Ad-hoc SQL on a results database (read-only), e.g. "select policy, max(peak_bytes) from bench_htab_mem
     join runs using (run_id) group by 1"."""
-    from ..sweep.db import DbError, connect
-    if not os.path.exists(db_path):
-        fail("RESULTS.duckdb", f"no such file {db_path!r}")
-    try:
-        con = connect(db_path, create=False, read_only=True)
-    except DbError as e:
-        fail("RESULTS.duckdb", str(e))
+    con = _open_results(db_path)
     try:
         cur = con.execute(sql)
         cols = [d[0] for d in cur.description or []]
