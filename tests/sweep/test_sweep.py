@@ -305,3 +305,32 @@ def test_the_report_puts_model_beside_kernel_and_published_beside_model(tmp_path
     assert "bench_htab_mem: model against kernel" in text and "reproduce B.2: published against model" in text
     st = _open_in_chromium(page, tmp_path)
     assert st["errors"] == [] and st["drawn"] == st["figures"], st
+
+
+BENCH_HTML = {
+    "local-storage": ["--storage-type", "task", "--use-case", "create_destroy", "--cpus", "2", "--owners", "16",
+                      "--duration", "0.05", "--idle", "0.02"],
+    "local-storage-create": ["--batch-size", "64"],
+    "obj": ["--rounds", "20", "--warmup", "5", "--cpus", "2"],
+    "arena-vs-htab": ["--elements", "200"],
+    "explore": ["--schedules", "100", "--max-bound", "0"],
+    "self": ["--cpus", "2", "--duration", "0.01", "--policy", "v6.6", "--use-case", "overwrite", "--no-matrix",
+             "--no-local-storage", "-q"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BENCH_HTML))
+def test_every_bench_writes_its_report(tmp_path: Any, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    """``bench X --html FILE`` for every bench: the page names the run's command line and shows its first result;
+    a series (local storage) is drawn on a time axis in seconds, as htab-mem's; a bad path fails before the run."""
+    page = os.path.join(str(tmp_path), f"{name}.html")
+    assert main(["bench", name, *BENCH_HTML[name], "--html", page]) == 0
+    err = capsys.readouterr().err
+    assert f"report written to {page}" in err
+    text = open(page).read()
+    table = text.split("id='points'")[1]
+    assert table.count("<tr>") == 2 and f"bpfmem bench {name} " in table, table[:2000]
+    if name == "local-storage":
+        assert "memory over time" in text and "time (s; simulated on the model)" in text
+    assert main(["bench", name, *BENCH_HTML[name], "--html", os.path.join(str(tmp_path), "x.txt")]) == 2
+    assert "--html" in capsys.readouterr().err

@@ -60,7 +60,7 @@ def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def fit_costs(m: dict[str, float], batches: tuple[int, ...], caches: tuple[int, int],
-              ws: dict[str, float]) -> dict[str, float]:
+              ws: dict[str, float], bd_large_miss_ns: float | None = None) -> dict[str, float]:
     """Operation costs from kernel measurements (``bpfmem calibrate``).
 
     ``m`` holds medians: ``ow<N>`` / ``bd<N>``: ns per invocation of overwrite / batch_add_batch_del with
@@ -79,12 +79,20 @@ def fit_costs(m: dict[str, float], batches: tuple[int, ...], caches: tuple[int, 
     400 MiB map the last-level one; the preallocated map's factor is relative to what the model charges
     the same overwrite at that map's size.  The syscall driver's whole fixed cost is per batch
     (``invocation_ns`` = 0).  The hand-off is what a pair cycle takes beyond its two batches.
+
+    The add+delete line from small batches alone is a slope extrapolated tenfold, and the kernel's small
+    batch_add_batch_del loops drift by 30 % between rounds (docs/measurements.md §10): a fit from them
+    missed the measured large batch by 20 %.  Given ``bd_large_miss_ns`` -- what the cache misses add to
+    one invocation of the largest batch in the model fitted without it -- the slope is the one from the
+    small batches' intercept to that measurement less its misses (the intercept stays the small ones').
     """
     l2, llc = caches
     small = [n for n in batches if ws[f"ow{n}"] <= l2] or list(batches[:2])
     large = max(batches)
     a1, b1 = _line([(n, m[f"ow{n}"]) for n in small])
     a2, b2 = _line([(n, m[f"bd{n}"]) for n in small])
+    if bd_large_miss_ns is not None and large not in small:
+        b2 = max((m[f"bd{large}"] - bd_large_miss_ns - a2) / large, 1.0)
     update_batch = max(a1, 0.0)
     delete_batch = max(a2 - update_batch, 0.0)
 

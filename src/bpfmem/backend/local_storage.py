@@ -179,13 +179,16 @@ def run_local_storage(cfg: LocalStorageConfig, progress: Callable[[str], None] |
     end_run = int(cfg.duration_s * 1e9)
     end_all = end_run + int(cfg.idle_s * 1e9)
     sample_ns = int(cfg.sample_ms * MS)
-    series: list[tuple[float, int]] = []
+    series: list[tuple[float, int]] = []       # (simulated s, bytes), as bench htab-mem's
+    run_vals: list[int] = []
     parts: dict[str, list[int]] = {}
     samples = 0
 
     def sample(now: int) -> None:
         nonlocal samples
-        series.append((now / MS, cg.usage - base))
+        series.append((round(now / 1e9, 6), cg.usage - base))
+        if now < end_run:
+            run_vals.append(cg.usage - base)
         bd = smap.breakdown()
         for k in set(parts) | set(bd):
             parts.setdefault(k, [0] * samples).append(bd.get(k, 0))
@@ -219,7 +222,6 @@ def run_local_storage(cfg: LocalStorageConfig, progress: Callable[[str], None] |
     eng.run(until=now + 2000 * MS)
     after_close = cg.usage - base
     wall = time.perf_counter() - t_wall
-    run_vals = [b for t, b in series if t * MS < end_run]
     steady = run_vals[len(run_vals) // 2:] or run_vals
     kmallocs = mm.slab.kmalloc_calls - k0
     return {

@@ -389,7 +389,7 @@ class ModelBackend:
             counts.merge(ps.counts)
             counts.merge(ps.skipped)
         counts.skipped_invocations = sum(ps.skipped.invocations for ps in states)
-        counts.elapsed_ns = duration_ns
+        counts.elapsed_ns = eng.now - start       # as the kernel's: until the last invocation in flight ended
         return counts
 
     def _producer_states(self, m: ModelMap, producers: tuple[Producer, ...]) -> list[_ProducerState]:

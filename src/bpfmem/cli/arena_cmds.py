@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .params import Finite
+from .params import Finite, html_option, write_html
 from .. import __version__
 from ..arena import BPF_F_MMAPABLE, BPF_F_NO_USER_CONV, BPF_F_SEGV_ON_FAULT, ArenaError, BpfArena, UserSpace
 from ..mm import MemCgroup
@@ -342,8 +342,9 @@ ARENA_MAX_BYTES = (1 << 20) * 4096         # max_entries 2^20 pages: the 4 GiB a
 @click.option("--seed", type=click.IntRange(0, (1 << 63) - 1), default=0, show_default=True,
               help="Seed of the choice of deleted elements (and of the model).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@html_option
 def bench_arena_vs_htab(elements: int, value_size: int, delete_fraction: float, backend: str, seed: int,
-                        as_json: bool) -> None:
+                        as_json: bool, html_path: str | None) -> None:
     """Same key/value set in a NO_PREALLOC hash map and in an arena hash table: bytes, peak, after deletes."""
     from ..backend.protocol import BPF_ANY, Invocation, MapSpec, Op
     need = elements * (C.sizeof(HtabElem) + ((value_size + 7) & ~7))
@@ -426,6 +427,7 @@ def bench_arena_vs_htab(elements: int, value_size: int, delete_fraction: float, 
         t.add_row(r["structure"], r["backend"] + ("" if not r["modelled"] else " (modelled)"),
                   f"{r['bytes_per_element']:.1f}", fmt_bytes(r["peak_bytes"]), fmt_bytes(r["after_delete_bytes"]),
                   fmt_bytes(r["after_idle_bytes"]))
+    write_html(doc, html_path, not as_json)
     emit(doc, as_json, t)
     if not as_json:
         for n in doc["notes"]:

@@ -16,6 +16,7 @@ from ..explore.scenarios import POLICIES, POLICY_HELP, SCENARIOS
 from ..explore.strategies import ReplayDivergence
 from ..report.units import plural
 from .main import Finding, cli, fail
+from .params import html_option, write_html
 
 _POLICY_LINES = "; ".join(f"{p}: {h}" for p, h in POLICY_HELP.items())
 
@@ -161,7 +162,8 @@ def _register_bench_explore() -> None:
     @click.option("--max-bound", type=click.IntRange(0, 10), default=3, show_default=True,
                   help="DFS tree sizes are counted for every bound from 0 to this.")
     @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-    def bench_explore(schedules: int, jobs: int, max_bound: int, as_json: bool) -> None:
+    @html_option
+    def bench_explore(schedules: int, jobs: int, max_bound: int, as_json: bool, html_path: str | None) -> None:
         """How fast the explorer runs: random schedules per wall second per scenario (policy free), and the
         size of the DFS tree (schedules within each bound) per scenario and policy."""
         import platform
@@ -179,6 +181,7 @@ def _register_bench_explore() -> None:
         doc = {"tool": "bpfmem", "version": __version__, "command": "bench explore", "jobs": jobs,
                "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
                "results": rows}
+        write_html(doc, html_path, not as_json)
         if as_json:
             click.echo(json.dumps(doc, indent=1))
             return

@@ -12,7 +12,7 @@ from rich.table import Table
 from .. import __version__
 from ..report.units import fmt_bytes
 from .main import bench, fail
-from .params import Finite, check_output_path, option_of
+from .params import Finite, check_output_path, html_option, option_of, write_html
 
 USE_CASES = ("create_destroy", "delete_recreate", "cross_cpu_exit")
 KINDS = ("task", "cgroup", "socket", "inode")
@@ -40,8 +40,10 @@ KINDS = ("task", "cgroup", "socket", "inode")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write memory over time, stacked by where it sits, to this PNG/SVG/PDF (default: no plot).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@html_option
 def bench_local_storage(storage_type: str, use_case: str, release: str, cpus: int, value_size: int, owners: int,
-                        rate: float, duration: float, idle: float, plot: str | None, as_json: bool) -> None:
+                        rate: float, duration: float, idle: float, plot: str | None, as_json: bool,
+                        html_path: str | None) -> None:
     """Local storage churn on the model: where each byte of the map sits over time, per release (modelled)."""
     from ..backend.local_storage import LocalStorageConfig, run_local_storage
     from .progress import progress
@@ -64,9 +66,10 @@ def bench_local_storage(storage_type: str, use_case: str, release: str, cpus: in
     if plot:
         from ..report.plot_local_storage import plot_local_storage
         plot_local_storage(results, plot)
+    doc = {"tool": "bpfmem", "version": __version__, "command": "bench local-storage", "results": results}
+    write_html(doc, html_path, not as_json)
     if as_json:
-        click.echo(json.dumps({"tool": "bpfmem", "version": __version__, "command": "bench local-storage",
-                               "results": results}, indent=1))
+        click.echo(json.dumps(doc, indent=1))
         return
     _print(results)
     if plot:
@@ -86,7 +89,7 @@ def _print(results: list[dict[str, Any]]) -> None:
                     f"{last['config']['kind']} (payload; modelled)")
     t.add_column("place")
     t.add_column("bytes", justify="right")
-    end = sum(1 for tm, _ in last["series"] if tm * 1e6 < last["config"]["duration_s"] * 1e9) - 1
+    end = sum(1 for tm, _ in last["series"] if tm < last["config"]["duration_s"]) - 1
     rows: dict[str, int] = {}
     for k, v in last["breakdown_series"].items():
         key = k.split("/cpu")[0] + " (all CPUs)" if "/cpu" in k else k
@@ -113,8 +116,9 @@ def _print(results: list[dict[str, Any]]) -> None:
 @click.option("--duration", type=Finite(0, 60, min_open=True), default=1.0, show_default=True,
               help="Seconds the kernel run lasts (each of the two runs: with and without storage).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@html_option
 def bench_local_storage_create(storage_type: str, batch_size: int, producers: int, release: str, backend: str,
-                               duration: float, as_json: bool) -> None:
+                               duration: float, as_json: bool, html_path: str | None) -> None:
     """The selftests' local-storage-create: kmallocs per create on the model (the storage's own) and, with
     --backend kernel, creates/s and kmallocs per create on this kernel beside the model's prediction."""
     from ..backend.local_storage import run_create_model
@@ -147,6 +151,7 @@ def bench_local_storage_create(storage_type: str, batch_size: int, producers: in
                          "agrees": round(storage) == round(model["storage_kmallocs_per_create"])}
         out["model_prediction_kmallocs_per_create"] = round(owner + (syscall or 0.0) +
                                                             model["storage_kmallocs_per_create"], 3)
+    write_html(out, html_path, not as_json)
     if as_json:
         click.echo(json.dumps(out, indent=1))
         return

@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from .params import Finite, check_output_path
+from .params import Finite, check_output_path, html_option, write_html
 from .progress import progress
 from .. import __version__
 from ..backend.model import ModelBackend
@@ -257,8 +257,7 @@ def open_kernel(cpus: int, driver: str, policy: str) -> Any:
               help="Print where the bytes sit [default: when at most 3 results].")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write memory over time per list to this .png/.svg/.pdf file [default: no plot].")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write the interactive report (bpfmem report) of this run to this .html file [default: none].")
+@html_option
 def bench_htab_mem(policy: str, backend: str, use_case: str, map_type: str, cpus: int | None, value_size: int,
                    max_entries: int | None, batch: int, duration: float, idle: float, poke: int, seed: int,
                    profile_path: str | None, driver: str, as_json: bool, sample_interval: float | None,
@@ -266,7 +265,6 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, map_type: str, cpus
                    quiet: bool) -> None:
     """Run the htab-mem use cases and report memory like the kernel bench, plus where every byte sits."""
     check_plot_path(plot)
-    check_output_path("--html", html_path, (".html", ".htm"))
     if cpus is None:
         cpus = 8 if backend == "model" else len(os.sched_getaffinity(0))
     policies = kernel_policies(policy) if backend == "kernel" else expand_policy(policy)
@@ -320,10 +318,7 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, map_type: str, cpus
     if plot is not None:
         from ..report.plot import plot_htab_mem
         plot_htab_mem(results, plot, context=doc)
-    if html_path is not None:
-        from ..sweep.run import report_for_doc
-        from .params import given_options
-        report_for_doc(doc, html_path, "bench htab-mem", given_options(click.get_current_context()))
+    write_html(doc, html_path, not as_json)
     if as_json:
         click.echo(json.dumps(doc, indent=1, sort_keys=False))
         return
@@ -331,8 +326,6 @@ def bench_htab_mem(policy: str, backend: str, use_case: str, map_type: str, cpus
     print_htab_mem(console, doc, breakdowns=breakdown if breakdown is not None else len(results) <= 3)
     if plot is not None:
         console.print(f"plot written to {plot}")
-    if html_path is not None:
-        console.print(f"report written to {html_path}")
 
 
 def check_plot_path(plot: str | None) -> None:
@@ -357,8 +350,10 @@ def check_plot_path(plot: str | None) -> None:
                    "producer).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@html_option
 def bench_self(cpus: tuple[int, ...], duration: float, policy: str, use_case: str, raw: bool,
-               profile_path: str | None, matrix: bool, local_storage: bool, as_json: bool, quiet: bool) -> None:
+               profile_path: str | None, matrix: bool, local_storage: bool, as_json: bool, quiet: bool,
+               html_path: str | None) -> None:
     """How fast and small the model is, one core: real-time factor, map ops per wall second, peak memory and
     bytes per parked object, per use case x policy x CPUs (each row in a fresh process)."""
     from ..backend.speed import time_matrix, time_rows
@@ -400,6 +395,7 @@ def bench_self(cpus: tuple[int, ...], duration: float, policy: str, use_case: st
                        "cpu": platform.processor() or platform.machine(), "cores_used": 1,
                        "host_cpus": os.cpu_count()},
            "measured": True, "results": rows, "matrix": matrix_doc, "local_storage": ls_rows}
+    write_html(doc, html_path, not as_json)
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         return

@@ -78,3 +78,24 @@ def given_options(ctx: click.Context, skip: tuple[str, ...] = ("html_path",)) ->
         elif v is not None:
             out += [flag, str(v)]
     return out
+
+
+def _check_html(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    check_output_path("--html", value, (".html", ".htm"))
+    return value
+
+
+html_option = click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False), default=None, callback=_check_html,
+    help="Write the interactive report (bpfmem report) of this run to this .html file [default: none].")
+
+
+def write_html(doc: dict[str, Any], html_path: str | None, say: bool = True) -> None:
+    """``--html``: the sweep report of this one run's document (``doc["command"]`` names it), written to
+    ``html_path``; ``say`` prints where it went (stderr), not under ``--json``."""
+    if html_path is None:
+        return
+    from ..sweep.run import report_for_doc
+    report_for_doc(doc, html_path, str(doc["command"]), given_options(click.get_current_context()))
+    if say:
+        click.echo(f"report written to {html_path}", err=True)

@@ -12,7 +12,7 @@ from rich.table import Table
 from .. import __version__
 from ..report.units import fmt_bytes
 from .main import bench, cli, fail
-from .params import Finite, option_of
+from .params import Finite, html_option, option_of, write_html
 
 DEFAULT_POLICIES = {"quiet": ("v6.18", "v6.18+drain"), "hotplug": ("v6.18", "v6.18+hotplug"),
                     "share": ("v6.18", "v6.18+share"), "pressure": ("v6.18", "v6.18+shrinker", "v6.18+memcg_owner")}
@@ -170,8 +170,9 @@ def _print(results: list[dict[str, Any]]) -> None:
 @click.option("--backend", type=click.Choice(["model", "kernel"]), default="model", show_default=True,
               help="kernel: the running kernel (root), the model beside it at the measured round time.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@html_option
 def bench_obj(producers: int, objects: int, size: int, rounds: int, warmup: int, cpus: int, policy: str,
-              kind: str, backend: str, as_json: bool) -> None:
+              kind: str, backend: str, as_json: bool, html_path: str | None) -> None:
     """Hou Tao's bench bpf_ma: a batch of objects per round per CPU from a global allocator (bpf_obj_new, the
     percpu variant, or bpf_cpumask_create), then freed; kmallocs per round and the memory it keeps (modelled),
     on the kernel the same rounds measured."""
@@ -185,16 +186,20 @@ def bench_obj(producers: int, objects: int, size: int, rounds: int, warmup: int,
                     round_ns=int(kernel["us_per_round"] * 1000) if kernel else 100_000, kind=kind)
     except ValueError as e:
         fail(option_of(str(e), "--producers"), str(e))
+    doc = {"tool": "bpfmem", "version": __version__, "command": "bench obj", "result": r}
+    if kernel is not None:
+        doc["kernel"] = kernel
+    write_html(doc, html_path, not as_json)
     if as_json:
-        doc = {"tool": "bpfmem", "version": __version__, "command": "bench obj", "result": r}
-        if kernel is not None:
-            doc["kernel"] = kernel
         click.echo(json.dumps(doc, indent=1))
         return
     pub = r["published_mib"]
     click.echo(f"model ({policy}, {r['what']}): {producers} producer(s), {objects} x {r['size']} B per round, a "
                f"round every {r['round_us']:g} us: {r['kmallocs_per_round']} kmallocs per round, memory kept "
-               f"{fmt_bytes(r['memory_bytes'])} (modelled)" + (f"; published {pub:g} MiB" if pub is not None else ""))
+               f"{fmt_bytes(r['memory_bytes'])}, of it charged to a memcg {fmt_bytes(r['charged_bytes'])} "
+               f"({r['charged_to']}; modelled)"
+               + (f"; published {pub:g} MiB (root memory.stat: counts the charged bytes only)" if pub is not None
+                  else ""))
     if kernel is not None:
         click.echo(f"kernel (measured): {kernel['kmallocs_per_round']} kmallocs per round, {kernel['us_per_round']:g} "
                    f"us per round ({kernel['ns_per_alloc_free']:g} ns per allocation + free, syscall included), "

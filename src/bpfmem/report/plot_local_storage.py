@@ -28,10 +28,10 @@ def plot_local_storage(results: Sequence[dict[str, Any]], path: str) -> None:
         names = sorted(folded, key=lambda k: -max(folded[k]))
         ax.stackplot(ts, *[[x / MIB for x in folded[k]] for k in names], labels=names, alpha=0.8)
         ax.plot(ts, [b / MIB for _, b in r["series"]], color="black", lw=1, label="charged (memcg)")
-        ax.axvline(cfg["duration_s"] * 1000, color="grey", ls=":", lw=1)
+        ax.axvline(cfg["duration_s"], color="grey", ls=":", lw=1)
         ax.set_title(f"{cfg['use_case']} — {cfg['kind']} storage, {r['profile']} ({r['allocator']}), "
                      f"{cfg['cpus']} CPUs, {cfg['rate']:g} ops/s per producer (modelled)", fontsize=9)
-        ax.set_xlabel("simulated time (ms); dotted: end of the run phase")
+        ax.set_xlabel("simulated time (s); dotted: end of the run phase")
         ax.set_ylabel("MiB")
         ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()

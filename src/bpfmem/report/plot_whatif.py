@@ -24,10 +24,10 @@ def _lines(ax: Any, rows: Sequence[dict[str, Any]], question: str) -> None:
     unit, div = byte_unit(max(peak, 1))
     for r in rows:
         pol = r["config"]["policy"]
-        ts = [t / 1000 for t, _ in r["series"]]
+        ts = [t for t, _ in r["series"]]
         line, = ax.plot(ts, [max(b, 0) / div for _, b in r["series"]], lw=1.5, label=f"{pol}: held by the allocator")
         if question == "hotplug":
-            ax.plot([t / 1000 for t, _ in r["stranded_series"]], [b / div for _, b in r["stranded_series"]],
+            ax.plot([t for t, _ in r["stranded_series"]], [b / div for _, b in r["stranded_series"]],
                     ls="--", lw=1, color=line.get_color(), label=f"{pol}: on the offline CPU")
     c0 = rows[0]["config"]
     ax.set_xscale("symlog", linthresh=1.0)

@@ -66,11 +66,17 @@ PERCPU_MAX_SIZE = 512         # BPF_GLOBAL_PERCPU_MA_MAX_SIZE (5c1a37653260, 6.8
 
 def global_world(cpus: int, base: Base, kind: str = "obj") -> tuple[Machine, Mm, BpfMemAlloc]:
     """A machine of ``cpus`` counted-object CPUs with the shipped grace-period profile (as ``base``'s release
-    runs its tasks-trace RCU), and the allocator ``kind`` takes from, set up as the kernel does, objcg NULL
-    (root): ``bpf_global_ma`` (``bpf_mem_alloc_init(&bpf_global_ma, 0, false)`` at boot, 958cf2e273f0);
-    ``bpf_global_percpu_ma`` (size classes of percpu objects: at boot in 6.7, 41a5db8d8161; from 6.8 at the
-    first program that uses a unit size, 9beda16c257d/c39aa3b289e9 — the model prefills every class at once,
-    which only moves the boot level it measures from); ``bpf_cpumask_ma`` (fixed size, at boot)."""
+    runs its tasks-trace RCU), and the allocator ``kind`` takes from, set up as the kernel does.
+
+    ``bpf_global_ma`` (``bpf_mem_alloc_init(&bpf_global_ma, 0, false)`` at boot, 958cf2e273f0) and
+    ``bpf_cpumask_ma`` (fixed size, at boot) take the boot task's objcg: NULL (root), charged to nobody.
+    ``bpf_global_percpu_ma`` (size classes of percpu objects, 41a5db8d8161): 6.7-rc1 set it up at boot; 6.7
+    itself at the verification of the first program that calls ``bpf_percpu_obj_new`` (1fda5bb66ad8), every
+    class on every CPU prefilled, with ``bpf_mem_alloc_init``'s objcg = the loading process's memcg
+    (``get_obj_cgroup_from_current``): so the loader pays, the prefill and every refill after it; from 6.8
+    one class at a time (c39aa3b289e9) with objcg NULL on purpose ("Charge memory allocated with
+    bpf_global_percpu_ma to root memcg", 9fc8e802048a/c39aa3b289e9) — the model prefills every class at once,
+    which only moves the level it measures from.  The loader's memcg is ``ma.objcg`` (None: nobody pays)."""
     from .proposals import release_key
     if kind not in KINDS:
         raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -83,7 +89,8 @@ def global_world(cpus: int, base: Base, kind: str = "obj") -> tuple[Machine, Mm,
     mm = Mm(m)
     rcu = Rcu(m, prof.rcu, tasks_trace_for(base.htab, prof.rcu, prof.tasks_trace))
     ma = BpfMemAlloc(m, mm, rcu, base.make_profile())
-    if bpf_mem_alloc_init(ma, CPUMASK_SIZE if kind == "cpumask" else 0, kind == "percpu", None):
+    loader = mm.root_memcg.child("loader") if kind == "percpu" and release_key(base.release) < (6, 8) else None
+    if bpf_mem_alloc_init(ma, CPUMASK_SIZE if kind == "cpumask" else 0, kind == "percpu", loader):
         raise ValueError(f"--kind {kind}: bpf_mem_alloc_init refused it under {base.release}")
     return m, mm, ma
 
@@ -255,7 +262,7 @@ def run_whatif(cfg: WhatIfConfig) -> dict[str, Any]:
                    for c in ma.all_caches() if c.cpu.id == cpu_id)
 
     def sample() -> None:
-        t = eng.now / MS
+        t = round(eng.now / 1e9, 6)            # simulated s, as every bench's series
         series.append((t, mm.slab.live_bytes - boot))
         if cfg.question == "hotplug":
             stranded.append((t, on_cpu_bytes(off_cpu)))
@@ -287,7 +294,7 @@ def run_whatif(cfg: WhatIfConfig) -> dict[str, Any]:
         events.append(f"cpu{off_cpu} online at {up_at / 1e9:g} s")
     end = int(cfg.quiet_s * 1e9) + 10 * MS
     eng.run(until=end)
-    at = {f"{s:g}s": _at(series, s * 1000) for s in REPORT_AT_S if s <= cfg.quiet_s}
+    at = {f"{s:g}s": _at(series, s) for s in REPORT_AT_S if s <= cfg.quiet_s}
     out: dict[str, Any] = {
         "config": asdict(cfg), "modelled": True, "charged_to": "nobody (bpf_global_ma's objcg is NULL: root)",
         "peak_bytes": peak, "freed_bytes": peak, "parked_at": at, "after_quiet_bytes": series[-1][1],
@@ -301,10 +308,10 @@ def run_whatif(cfg: WhatIfConfig) -> dict[str, Any]:
     return out
 
 
-def _at(series: list[tuple[float, int]], t_ms: float) -> int:
+def _at(series: list[tuple[float, int]], t_s: float) -> int:
     best = series[0][1]
     for t, b in series:
-        if t > t_ms:
+        if t > t_s:
             break
         best = b
     return best
@@ -314,5 +321,5 @@ def _returned(series: list[tuple[float, int]]) -> float | None:
     """Seconds after the frees when the burst's bytes were back at the boot level (None: never)."""
     for t, b in series:
         if b <= 0:
-            return round((t - series[0][0]) / 1000, 3)
+            return round(t - series[0][0], 3)
     return None
