@@ -49,13 +49,15 @@ class CostModel:
 DEFAULT_COSTS = CostModel()
 
 
-def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least-squares (intercept, slope) of y = a + b x."""
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    b = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+def _line(points: list[tuple[float, float]], relative: bool = False) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of y = a + b x; ``relative``: of the relative errors (weights 1/y²),
+    so a point ten times larger does not count a hundred times more."""
+    w = [1 / (y * y) if relative and y else 1.0 for _, y in points]
+    n = sum(w)
+    mx = sum(wi * x for wi, (x, _) in zip(w, points)) / n
+    my = sum(wi * y for wi, (_, y) in zip(w, points)) / n
+    sxx = sum(wi * (x - mx) ** 2 for wi, (x, _) in zip(w, points))
+    b = sum(wi * (x - mx) * (y - my) for wi, (x, y) in zip(w, points)) / sxx if sxx else 0.0
     return my - b * mx, b
 
 
@@ -83,16 +85,17 @@ def fit_costs(m: dict[str, float], batches: tuple[int, ...], caches: tuple[int, 
     The add+delete line from small batches alone is a slope extrapolated tenfold, and the kernel's small
     batch_add_batch_del loops drift by 30 % between rounds (docs/measurements.md §10): a fit from them
     missed the measured large batch by 20 %.  Given ``bd_large_miss_ns`` -- what the cache misses add to
-    one invocation of the largest batch in the model fitted without it -- the slope is the one from the
-    small batches' intercept to that measurement less its misses (the intercept stays the small ones').
+    one invocation of the largest batch in the model fitted without it -- the line is fitted through that
+    measurement less its misses too, on relative errors, so no batch size outweighs the others.
     """
     l2, llc = caches
     small = [n for n in batches if ws[f"ow{n}"] <= l2] or list(batches[:2])
     large = max(batches)
     a1, b1 = _line([(n, m[f"ow{n}"]) for n in small])
-    a2, b2 = _line([(n, m[f"bd{n}"]) for n in small])
+    bd_points = [(n, m[f"bd{n}"]) for n in small]
     if bd_large_miss_ns is not None and large not in small:
-        b2 = max((m[f"bd{large}"] - bd_large_miss_ns - a2) / large, 1.0)
+        bd_points.append((large, m[f"bd{large}"] - bd_large_miss_ns))
+    a2, b2 = _line(bd_points, relative=bd_large_miss_ns is not None)
     update_batch = max(a1, 0.0)
     delete_batch = max(a2 - update_batch, 0.0)
 
