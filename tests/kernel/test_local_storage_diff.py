@@ -72,23 +72,55 @@ def model_measure(kind: str, value: int, n: int, release_ms: float = 0.0) -> dic
                                         pytest.param("task", 2000, marks=pytest.mark.slow),
                                         pytest.param("socket", 512, marks=pytest.mark.slow)])
 def test_charges_delete_delay_and_owner_end_agree(kind: str, value: int) -> None:
+    """The kernel's slopes over 2,048 owners move by a few bytes between invocations (slab pages land
+    between samples: the owner's extra measured 196.0 once where the model has 200.0 and earlier runs came
+    within 4):
+    a second measurement when the first disagrees, both shown on failure."""
     require_kernel_backend()
     from bpfmem.kernel.local_storage import measure
-    k = measure(kind, value, N)
     mo = model_measure(kind, value, N)                                   # every owner ends at once
-    spread = model_measure(kind, value, N, k["release_ms"] or 0.0)       # ends spread over the kernel's joins
-    assert abs(mo["elem_slope"] - k["elem_slope"]) <= 2, (mo, k)       # bytes per element
-    assert abs(mo["per_elem"] - k["per_elem"]) <= 2, (mo, k)           # what a delete gives back
-    assert abs(mo["owner_extra"] - k["owner_extra"]) <= 4, (mo, k)     # the owner's bpf_local_storage
-    assert k["elem_free_ms"] is not None and mo["elem_free_ms"] is not None
-    assert 0.5 * k["elem_free_ms"] <= mo["elem_free_ms"] <= 2 * k["elem_free_ms"], (mo["elem_free_ms"], k["elem_free_ms"])
+    assert mo["elem_free_ms"] is not None
+    tries = []
+    for _ in range(2):
+        k = measure(kind, value, N)
+        spread = model_measure(kind, value, N, k["release_ms"] or 0.0)   # ends spread over the kernel's joins
+        bad = _disagreements(kind, k, mo, spread)
+        tries.append((bad, k))
+        if not bad:
+            break
+    assert not bad, (mo, tries)
+
+
+def _disagreements(kind: str, k: dict, mo: dict, spread: dict) -> list[tuple]:
+    """What of one kernel measurement ``k`` disagrees with the model (``mo``: owners end at once; ``spread``:
+    over the kernel's joins)."""
+    bad: list[tuple] = []
+    for key, tol, what in (("elem_slope", 2, "bytes per element"), ("per_elem", 2, "what a delete gives back"),
+                           ("owner_extra", 4, "the owner's bpf_local_storage")):
+        if abs(mo[key] - k[key]) > tol:
+            bad.append((key, what, mo[key], k[key]))
+    if k["elem_free_ms"] is None or not 0.5 * k["elem_free_ms"] <= mo["elem_free_ms"] <= 2 * k["elem_free_ms"]:
+        bad.append(("elem_free_ms", mo["elem_free_ms"], k["elem_free_ms"]))
     kernel_release = k["release_freed"] / max(1, k["release_added"])
     if kind == "task":
         # back into the map's bpf_mem_alloc; trims reach slab one batch per grace period, so what is freed
         # within the second depends on how fast the threads really ended, which the joins only bound: the
         # kernel's fraction lies between the model's for exits all at once and exits spread over the joins
         lo, hi = mo["release_fraction"], spread["release_fraction"]
-        assert lo < 0.1                                                     # at once: parked, as measured
-        assert lo - 0.05 <= kernel_release <= hi + 0.1, (kernel_release, lo, hi, k["release_ms"])
-    else:                   # kfree_rcu: freed (the kernel may hold a kfree_rcu tail back for seconds)
-        assert kernel_release > 0.8 and mo["release_fraction"] > 0.99, (kernel_release, mo["release_fraction"])
+        if not (lo < 0.1 and lo - 0.05 <= kernel_release <= hi + 0.1):   # at once: parked, as measured
+            bad.append(("release_fraction", kernel_release, lo, hi, k["release_ms"]))
+    elif not (kernel_release > 0.8 and mo["release_fraction"] > 0.99):
+        # kfree_rcu: freed (the kernel may hold a kfree_rcu tail back for seconds)
+        bad.append(("release_fraction", kernel_release, mo["release_fraction"]))
+    return bad
+
+
+def test_a_disagreement_is_found() -> None:
+    """The check can fail: a kernel owner 8 bytes lighter, or socket storage that is never freed."""
+    mo = {"elem_slope": 4104.0, "per_elem": 4104.0, "owner_extra": 200.0, "elem_free_ms": 45.9,
+          "release_fraction": 1.0}
+    k = {"elem_slope": 4104.0, "per_elem": 4104.0, "owner_extra": 200.0, "elem_free_ms": 40.0, "release_freed": 100,
+         "release_added": 100, "release_ms": 5.0}
+    assert _disagreements("socket", k, mo, mo) == []
+    assert [b[0] for b in _disagreements("socket", {**k, "owner_extra": 192.0}, mo, mo)] == ["owner_extra"]
+    assert [b[0] for b in _disagreements("socket", {**k, "release_freed": 0}, mo, mo)] == ["release_fraction"]
